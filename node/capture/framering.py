@@ -1,0 +1,53 @@
+"""`FrameRing`: the last N seconds of frames, for pre-event evidence.
+
+Bounded in time (frames older than `seconds` before the newest are dropped) and in memory
+(the oldest are dropped while the ring holds more than `max_bytes`), like picamera2's
+CircularOutput2 keeps a time-bounded deque. Thread-safe: capture writes, evidence reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from node.capture.frame import Frame
+
+
+class FrameRing:
+    def __init__(self, seconds: float, max_bytes: int) -> None:
+        if seconds <= 0 or max_bytes <= 0:
+            raise ValueError("FrameRing: seconds and max_bytes must be positive")
+        self.span_ns = int(seconds * 1e9)
+        self.max_bytes = max_bytes
+        self._frames: deque[Frame] = deque()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def push(self, frame: Frame) -> None:
+        with self._lock:
+            self._frames.append(frame)
+            self._bytes += frame.nbytes
+            horizon = frame.mono_ns - self.span_ns
+            while self._frames and (
+                self._frames[0].mono_ns < horizon
+                or (self._bytes > self.max_bytes and len(self._frames) > 1)
+            ):
+                self._bytes -= self._frames.popleft().nbytes
+
+    def window(self, start_ns: int, end_ns: int) -> list[Frame]:
+        """Frames with `start_ns <= mono_ns <= end_ns`, oldest first."""
+        with self._lock:
+            return [f for f in self._frames if start_ns <= f.mono_ns <= end_ns]
+
+    def latest(self) -> Frame | None:
+        with self._lock:
+            return self._frames[-1] if self._frames else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._frames)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._bytes

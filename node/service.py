@@ -1,0 +1,209 @@
+"""Wiring: build the pipeline from config, run it, supervise it, report on it.
+
+capture → frame ring → [detector → tracker → rules → evidence → store → uplink, as they land]
+
+The main thread supervises: it tells systemd READY=1 after the first processed frame,
+WATCHDOG=1 only while frames advance, STATUS= a summary line; it serves the control socket,
+prints progress for the demo, and on SIGTERM/SIGINT stops capture, lets the frame in flight
+finish and exits 0 within 5 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from node import __version__
+from node.capture import open_source
+from node.capture.frame import FrameSource
+from node.capture.framering import FrameRing
+from node.config import Config
+from node.control import ControlServer
+from node.notify import Notifier
+from node.pipeline import Pipeline, Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    state_dir: Path
+    duration_s: float | None = None  # None: until stopped (or the source ends)
+    progress: TextIO | None = None  # where the once-a-second progress line goes
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state dir (0750) if missing; refuse one that is not a writable directory."""
+    path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path}: state dir is not writable")
+
+
+class Service:
+    """One running node: the pipeline plus its supervision."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        opts: RunOptions,
+        source: FrameSource | None = None,
+        stages: list[Stage] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        self.started_mono = time.monotonic()
+        self.source = source or open_source(cfg.capture.source, cfg.capture)
+        ring = FrameRing(cfg.ring.seconds, cfg.ring.max_mb * 1024 * 1024)
+        self.pipeline = Pipeline(self.source, ring, stages or [], cfg.pipeline.queue_frames)
+        self.notifier = Notifier()
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+
+    # --- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        disk = shutil.disk_usage(self.opts.state_dir)
+        return {
+            "version": __version__,
+            "node_id": self.cfg.node.id,
+            "site": self.cfg.node.site,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            **self.pipeline.snapshot(),
+            "disk": {
+                "path": str(self.opts.state_dir),
+                "free_bytes": disk.free,
+                "total_bytes": disk.total,
+            },
+        }
+
+    def summary_line(self) -> str:
+        c = self.pipeline.counters
+        dropped = self.pipeline.queue.dropped + c.shutdown_discarded
+        return (
+            f"frames {c.frames_in} processed {c.processed} dropped {dropped} "
+            f"fps {self.pipeline.fps():.1f}"
+        )
+
+    def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request["cmd"] == "status":
+            return {"ok": True, **self.status()}
+        if request["cmd"] == "ping":
+            return {"ok": True, "version": __version__}
+        return {"ok": False, "error": f"unknown command {request['cmd']!r}"}
+
+    # --- run ---------------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.request_stop(signal.Signals(signum).name)
+
+    def run(self) -> int:
+        """Run until stopped, the duration is over, or the source ends. Returns the exit code."""
+        control = ControlServer(self.opts.state_dir, self._control)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # tests run it in threads
+            previous = {
+                s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+            }
+        try:
+            control.start()
+            self.pipeline.start()
+            log.info(
+                "running: node %s, source %s, state %s",
+                self.cfg.node.id,
+                self.source.url,
+                self.opts.state_dir,
+            )
+            self._supervise()
+        finally:
+            self.notifier.stopping()
+            self.pipeline.stop()
+            control.close()
+            self.notifier.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        log.info("stopped (%s): %s", self.stop_reason, self.summary_line())
+        return 1 if self.pipeline.source_failed else 0
+
+    def _supervise(self) -> None:
+        ticks = _Ticker()
+        ready = False
+        last_ping_processed = 0
+        while not self.stop_event.wait(0.1):
+            now = time.monotonic()
+            processed = self.pipeline.counters.processed
+            if not ready and processed > 0:
+                self.notifier.ready()
+                ready = True
+            wd = self.notifier.watchdog_s
+            if wd and ticks.due("watchdog", wd / 2, now) and processed > last_ping_processed:
+                self.notifier.watchdog()  # only while frames really advance
+                last_ping_processed = processed
+            if ticks.due("status", self.cfg.service.status_interval_s, now):
+                self.notifier.status(self.summary_line())
+            if self.opts.progress and ticks.due("progress", 1.0, now):
+                self._print_progress(now)
+            if self.opts.duration_s is not None and now - self.started_mono >= self.opts.duration_s:
+                self.request_stop("duration reached")
+            elif self.pipeline.idle:
+                self.request_stop(
+                    "source failed" if self.pipeline.source_failed else "end of source"
+                )
+
+    def _print_progress(self, now: float) -> None:
+        assert self.opts.progress is not None
+        print(
+            f"[{now - self.started_mono:6.1f}s] {self.summary_line()} "
+            f"queue {len(self.pipeline.queue)}/{self.pipeline.queue.capacity}",
+            file=self.opts.progress,
+            flush=True,
+        )
+
+
+class _Ticker:
+    """Remembers when each periodic job last ran."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def due(self, job: str, every_s: float, now: float) -> bool:
+        if now - self._last.get(job, float("-inf")) >= every_s:
+            self._last[job] = now
+            return True
+        return False
+
+
+def final_summary(service: Service) -> list[str]:
+    """The lines `roadnode run` prints when it ends."""
+    s = service.status()
+    f = s["frames"]
+    lat = s["latency"]
+    elapsed = s["uptime_s"]
+    lines = [
+        f"roadnode {__version__} summary ({service.stop_reason}, {elapsed:.1f} s)",
+        f"  source     {service.source.url}",
+        f"  frames     {f['in']} captured, {f['processed']} processed, {f['dropped']} dropped",
+        f"  rate       {f['processed'] / elapsed if elapsed else 0:.1f} frames/s processed",
+        f"  latency    capture p50 {lat['capture']['p50_ms']:.1f} ms, "
+        f"end-to-end p95 {lat['total']['p95_ms']:.1f} ms",
+    ]
+    extra: Callable[[], list[str]] | None = getattr(service.source, "summary_lines", None)
+    if extra is not None:
+        lines.extend("  " + line for line in extra())
+    if s["last_error"]:
+        lines.append(f"  last error {s['last_error']}")
+    return lines

@@ -1,0 +1,2 @@
+"""Uploading evidence to the central: uploader, retry policy, telemetry, reference ingest
+(issue 6; nothing here runs yet)."""

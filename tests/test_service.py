@@ -1,0 +1,196 @@
+"""Service runtime: control socket, sd_notify on a real socket, SIGTERM, the demo summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.config import Config
+from node.control import ControlError, ControlServer, query, socket_path
+from node.service import RunOptions, Service
+from tests.sourcedouble import CountingSource
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    # Unix socket paths are limited to 107 bytes: keep the state dir short.
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rn-") as d:
+        yield Path(d)
+
+
+def start_service(service: Service) -> threading.Thread:
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while service.pipeline.counters.processed == 0:
+        assert time.monotonic() < deadline, "service did not start"
+        time.sleep(0.01)
+    return thread
+
+
+def test_control_socket_answers_status(state_dir: Path) -> None:
+    service = Service(Config(), RunOptions(state_dir), source=CountingSource(fps=50))
+    thread = start_service(service)
+    try:
+        reply = query(state_dir, {"cmd": "status"})
+        assert reply["ok"] is True
+        assert reply["node_id"] == "demo-node-01"
+        assert reply["frames"]["in"] >= 1
+        assert set(reply["latency"]) == {"capture", "queue", "total"}
+        assert reply["queues"]["detect"]["capacity"] == 4
+        assert reply["disk"]["free_bytes"] > 0
+        mode = stat.S_IMODE(os.stat(socket_path(state_dir)).st_mode)
+        assert mode == 0o660
+        assert query(state_dir, {"cmd": "nope"}) == {
+            "ok": False,
+            "error": "unknown command 'nope'",
+        }
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.connect(str(socket_path(state_dir)))
+            raw.sendall(b"not json\n")
+            answer = json.loads(raw.makefile("rb").readline())
+        assert answer["ok"] is False
+        assert answer["error"].startswith("bad request")
+        with pytest.raises(ControlError, match="another roadnode service is running"):
+            ControlServer(state_dir, lambda r: r)
+    finally:
+        service.request_stop("test")
+        thread.join(5)
+    assert not thread.is_alive()
+    assert not socket_path(state_dir).exists()
+    with pytest.raises(ControlError, match="no roadnode service running"):
+        query(state_dir, {"cmd": "status"})
+
+
+def test_stale_socket_is_replaced(state_dir: Path) -> None:
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(socket_path(state_dir)))
+    stale.close()  # file left behind, nobody listening: as after kill -9
+    server = ControlServer(state_dir, lambda r: {"ok": True, "echo": r["cmd"]})
+    server.start()
+    try:
+        assert query(state_dir, {"cmd": "hi"}) == {"ok": True, "echo": "hi"}
+    finally:
+        server.close()
+
+
+def test_sd_notify_ready_watchdog_only_while_frames_advance(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock_path = state_dir / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(sock_path))
+    receiver.settimeout(0.05)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    cfg = Config()
+    source = CountingSource(fps=100, stall_after=30)  # the camera hangs after 0.3 s
+    service = Service(cfg, RunOptions(state_dir, duration_s=1.6), source=source)
+    t0 = time.monotonic()
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    got: list[tuple[float, str]] = []
+    while thread.is_alive() or time.monotonic() - t0 < 1.7:
+        try:
+            got.append((time.monotonic() - t0, receiver.recv(4096).decode()))
+        except TimeoutError:
+            continue
+    receiver.close()
+    messages = [m for _, m in got]
+    assert messages.count("READY=1") == 1
+    assert any(m.startswith("STATUS=frames ") for m in messages)
+    pings = [t for t, m in got if m == "WATCHDOG=1"]
+    assert pings, "no watchdog ping while frames advanced"
+    assert max(pings) < 0.7, f"watchdog kept being fed after the camera hung: {pings}"
+    assert messages[-1] == "STOPPING=1"
+
+
+def test_no_notify_socket_is_a_no_op(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    service = Service(Config(), RunOptions(state_dir, duration_s=0.3), source=CountingSource())
+    assert service.run() == 0
+    assert not service.notifier.enabled
+
+
+def roadnode(*args: str) -> list[str]:
+    return [sys.executable, "-m", "node", *args]
+
+
+@pytest.mark.slow
+def test_sigterm_exits_zero_within_5s(state_dir: Path) -> None:
+    proc = subprocess.Popen(
+        roadnode("run", "--state-dir", str(state_dir), "--source", "sim://junction?seed=3"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if query(state_dir, {"cmd": "status"})["frames"]["processed"] > 0:
+                    break
+            except ControlError:
+                pass
+            assert time.monotonic() < deadline, "service never processed a frame"
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert elapsed < 5.0, f"took {elapsed:.1f} s to stop"
+    assert "summary (SIGTERM" in out
+    assert "stopped (SIGTERM)" in err
+
+
+@pytest.mark.slow
+def test_run_prints_progress_and_summary(state_dir: Path) -> None:
+    res = subprocess.run(
+        roadnode(
+            "run",
+            "--state-dir",
+            str(state_dir),
+            "--source",
+            "sim://junction?seed=5",
+            "--duration",
+            "2.5",
+            "--progress",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    progress = [line for line in res.stdout.splitlines() if line.startswith("[")]
+    assert len(progress) >= 2
+    assert "summary (duration reached" in res.stdout
+    assert "frames " in res.stdout
+
+
+def test_status_command_without_service(state_dir: Path) -> None:
+    res = subprocess.run(
+        roadnode("status", "--state-dir", str(state_dir)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 1
+    assert res.stderr.startswith("roadnode: no roadnode service running on ")
