@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,12 @@ def format_status(s: dict[str, Any]) -> str:
         f"roadnode {s['version']}  node {s['node_id']}  up {up // 3600}h{up % 3600 // 60:02d}m"
         f"{up % 60:02d}s  pid {s['pid']}",
         f"source   {s['source']['url']}",
+        *textwrap.wrap(
+            ", ".join(f"{k} {v}" for k, v in s["source"].items() if k != "url"),
+            80,
+            initial_indent=" " * 9,
+            subsequent_indent=" " * 9,
+        ),
         f"frames   in {f['in']}  processed {f['processed']}  dropped {f['dropped']}"
         f"  fps {s['fps']:.1f}",
         "latency  stage            p50 ms    p95 ms",

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import re
 import tomllib
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,34 +111,21 @@ def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
         problems.append(f"{path.rstrip('.') or 'config'}: must be a table, got {raw!r}")
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = {f.name: f.type for f in fields.values()}
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         fld = fields.get(key)
         if fld is None:
             problems.append(_unknown(path, key, fields))
             continue
-        sub = _SECTIONS.get(str(hints[key]))
         try:
-            if sub is not None:
-                kwargs[key] = _build(sub, value, f"{path}{key}.", problems)
+            if dataclasses.is_dataclass(hints[key]):
+                kwargs[key] = _build(hints[key], value, f"{path}{key}.", problems)
             else:
-                ftype = {"int": int, "float": float, "str": str, "bool": bool}[str(hints[key])]
-                kwargs[key] = _check_value(path + key, value, ftype, fld.metadata)
+                kwargs[key] = _check_value(path + key, value, hints[key], fld.metadata)
         except _ProblemError as p:
             problems.append(str(p))
     return cls(**kwargs)
-
-
-def _sections() -> dict[str, type[Any]]:
-    return {
-        str(f.type): f.default_factory
-        for f in dataclasses.fields(Config)  # type: ignore[misc]
-        if f.default_factory is not dataclasses.MISSING
-    }
-
-
-_SECTIONS: dict[str, type[Any]] = _sections()
 
 
 def _cross_checks(cfg: Config) -> Iterable[str]:

@@ -14,9 +14,9 @@ import logging
 import os
 import shutil
 import signal
+import textwrap
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -201,9 +201,10 @@ def final_summary(service: Service) -> list[str]:
         f"  latency    capture p50 {lat['capture']['p50_ms']:.1f} ms, "
         f"end-to-end p95 {lat['total']['p95_ms']:.1f} ms",
     ]
-    extra: Callable[[], list[str]] | None = getattr(service.source, "summary_lines", None)
-    if extra is not None:
-        lines.extend("  " + line for line in extra())
+    source_stats = ", ".join(f"{k} {v}" for k, v in service.source.stats().items())
+    lines.extend(
+        textwrap.wrap(source_stats, 80, initial_indent=" " * 13, subsequent_indent=" " * 13)
+    )
     if s["last_error"]:
         lines.append(f"  last error {s['last_error']}")
     return lines

@@ -17,8 +17,13 @@ class CountingSource:
     like a camera that hangs. `limit`: end of stream after that many frames.
     """
 
-    def __init__(self, fps: float = 100.0, size: tuple[int, int] = (64, 48),
-                 limit: int | None = None, stall_after: int | None = None) -> None:
+    def __init__(
+        self,
+        fps: float = 100.0,
+        size: tuple[int, int] = (64, 48),
+        limit: int | None = None,
+        stall_after: int | None = None,
+    ) -> None:
         self._fps = fps
         self.size = size
         self.limit = limit

@@ -64,7 +64,7 @@ def test_ring_bounded_in_memory() -> None:
     for i in range(50):
         ring.push(frame_at(i, i, nbytes=1000))
     assert ring.nbytes <= 10_000
-    assert len(ring) == 9  # 9 × (1000 + 3) bytes fit, a 10th does not
+    assert len(ring) == 9  # 9 x (1000 + 3) bytes fit, a 10th does not
     latest = ring.latest()
     assert latest is not None
     assert latest.seq == 49

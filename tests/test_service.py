@@ -174,6 +174,7 @@ def test_run_prints_progress_and_summary(state_dir: Path) -> None:
             "2.5",
             "--progress",
         ),
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
@@ -188,6 +189,7 @@ def test_run_prints_progress_and_summary(state_dir: Path) -> None:
 def test_status_command_without_service(state_dir: Path) -> None:
     res = subprocess.run(
         roadnode("status", "--state-dir", str(state_dir)),
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,
