@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    except (ControlError, CaptureError, PermissionError) as e:
+    except (ControlError, CaptureError, OSError) as e:
         print(f"roadnode: {e}", file=sys.stderr)
         return 1
 

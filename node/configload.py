@@ -128,21 +128,32 @@ def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
     return cls(**kwargs)
 
 
-def _cross_checks(cfg: Config) -> Iterable[str]:
-    """Checks that span fields. Each yields its problem line."""
+def _cross_checks(cfg: Config) -> Iterable[tuple[set[str], str]]:
+    """Checks that span fields: each yields the keys it read and its problem line."""
     cap = cfg.capture
+    lores = {"capture.lores_width", "capture.lores_height"}
     if cap.lores_width > cap.main_width or cap.lores_height > cap.main_height:
         yield (
-            f"capture.lores_width/lores_height: the detection stream "
-            f"({cap.lores_width}x{cap.lores_height}) must not exceed the main stream "
-            f"({cap.main_width}x{cap.main_height})"
+            lores | {"capture.main_width", "capture.main_height"},
+            (
+                f"capture.lores_width/lores_height: the detection stream "
+                f"({cap.lores_width}x{cap.lores_height}) must not exceed the main stream "
+                f"({cap.main_width}x{cap.main_height})"
+            ),
         )
     if cap.lores_width % 2 or cap.lores_height % 2:
-        yield "capture.lores_width/lores_height: must be even (YUV420), got " + (
-            f"{cap.lores_width}x{cap.lores_height}"
+        yield (
+            lores,
+            (
+                f"capture.lores_width/lores_height: must be even (YUV420), "
+                f"got {cap.lores_width}x{cap.lores_height}"
+            ),
         )
     if not re.match(r"^(picam|replay|sim)://", cap.source):
-        yield f"capture.source: must start with picam://, replay:// or sim://, got {cap.source!r}"
+        yield (
+            {"capture.source"},
+            (f"capture.source: must start with picam://, replay:// or sim://, got {cap.source!r}"),
+        )
 
 
 # --- key lookup in the file, for error lines -------------------------------------------------
@@ -222,8 +233,8 @@ def validate(raw: Raw) -> Config:
         problems.append(f"schema_version: must be between 1 and {SCHEMA_VERSION}, got {version!r}")
         raw = {k: v for k, v in raw.items() if k != "schema_version"}
     cfg = _build(Config, raw, "", problems)
-    if not problems:
-        problems.extend(_cross_checks(cfg))
+    bad_keys = {problem.split(":", 1)[0] for problem in problems}
+    problems.extend(msg for keys, msg in _cross_checks(cfg) if not keys & bad_keys)
     if problems:
         raise ConfigError(problems)
     return cfg

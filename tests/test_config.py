@@ -188,3 +188,15 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert "2 problem(s)" in res.stdout
     assert "capture.fps: must be between 1 and 60, got 0 (bad.toml line 2)" in res.stdout
     assert "capture.main_width: must be between 320 and 4608, got 1 (bad.toml line 3)" in res.stdout
+
+
+def test_run_refuses_invalid_config_naming_every_problem(tmp_path: Path) -> None:
+    res = run_cli(
+        "run", "--state-dir", str(tmp_path), "--set", "capture.fps=0", "--source", "rtsp://cam"
+    )
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "roadnode: invalid config:",
+        "  capture.fps: must be between 1 and 60, got 0 (--set)",
+        "  capture.source: must start with picam://, replay:// or sim://, got 'rtsp://cam' (--set)",
+    ]
