@@ -7,13 +7,18 @@ import json
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node import __version__
 from node.capture.frame import CaptureError
 from node.configload import ConfigError, load
 from node.control import ControlError, query
 from node.journal import setup_logging
+
+if TYPE_CHECKING:
+    from node.capture.frame import Image
+    from node.infer.detector import Detection, PlateDetector
+    from node.infer.evaluate import FloatArray, LabelledImage
 
 DEFAULT_STATE_DIR = Path("/var/lib/roadnode")
 
@@ -63,7 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="ask the running service how it is")
     _state_dir_arg(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    detect = sub.add_parser("detect", help="find plates in image files")
+    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    _model_args(detect)
+    detect.add_argument("--json", action="store_true", help="print one JSON line per image")
+
+    evaluate = sub.add_parser("eval-detector", help="measure the detector on labelled images")
+    evaluate.add_argument("--labels", type=Path, required=True, metavar="LABELS.jsonl")
+    _model_args(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
+
+
+def _threshold(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return number
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, metavar="MANIFEST", help="model manifest (.json)")
+    p.add_argument(
+        "--threshold", type=_threshold, metavar="T", help="minimum score (default: the model's)"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -140,7 +169,124 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status}
+def _detections_line(path: Path, image: Image, found: list[Detection], as_json: bool) -> str:
+    h, w = image.shape[:2]
+    if as_json:
+        plates = [{"box": [round(v, 1) for v in d.box], "score": round(d.score, 3)} for d in found]
+        return json.dumps({"image": str(path), "width": w, "height": h, "detections": plates})
+    lines = [f"{path}  {w}x{h}  {len(found)} plate{'' if len(found) == 1 else 's'}"]
+    lines += [f"  {d.score:.3f}  [{', '.join(f'{v:.1f}' for v in d.box)}]" for d in found]
+    return "\n".join(lines)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from node.infer.detector import PlateDetector, read_image
+    from node.infer.manifest import DEFAULT_MANIFEST
+    from node.infer.runtime import ModelError
+
+    try:
+        detector = PlateDetector(args.model or DEFAULT_MANIFEST, threshold=args.threshold)
+    except ModelError as e:
+        print(f"roadnode: {e}", file=sys.stderr)
+        return 1
+    failed = 0
+    for path in args.images:
+        try:
+            image = read_image(path)
+            found = detector.detect(image)
+        except (OSError, ValueError) as e:
+            failed += 1
+            if args.json:
+                print(json.dumps({"image": str(path), "error": str(e)}), flush=True)
+            else:
+                print(f"roadnode: {e}", file=sys.stderr, flush=True)
+            continue
+        print(_detections_line(path, image, found, args.json), flush=True)
+    return 1 if failed else 0
+
+
+def cmd_eval_detector(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from node.infer.detector import PlateDetector
+    from node.infer.evaluate import LabelError, evaluate, read_labels
+    from node.infer.manifest import DEFAULT_MANIFEST
+    from node.infer.runtime import ModelError
+
+    try:
+        labels = read_labels(args.labels)
+        detector = PlateDetector(args.model or DEFAULT_MANIFEST, threshold=args.threshold)
+    except (LabelError, ModelError) as e:
+        print(f"roadnode: {e}", file=sys.stderr)
+        return 1
+    dets, truths, failed = _detect_labelled(detector, labels)
+    result = evaluate(dets, truths, detector.threshold)
+    figures: dict[str, Any] = {
+        "labels": str(args.labels),
+        "model": detector.manifest.label,
+        "failed": failed,
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(result).items()},
+    }
+    print(json.dumps(figures) if args.json else _format_evaluation(figures))
+    return 1 if failed else 0
+
+
+def _detect_labelled(
+    detector: PlateDetector, labels: list[LabelledImage]
+) -> tuple[list[tuple[FloatArray, FloatArray]], list[FloatArray], int]:
+    """Run `detector` on each labelled image: (boxes, scores) per image, truths, failures."""
+    import numpy as np
+
+    from node.infer.detector import read_image
+    from node.infer.evaluate import SCORE_FLOOR
+
+    dets: list[tuple[FloatArray, FloatArray]] = []
+    truths: list[FloatArray] = []
+    failed = 0
+    for item in labels:
+        try:
+            image = read_image(item.image)
+            if image.shape[:2] != (item.height, item.width):
+                h, w = image.shape[:2]
+                raise ValueError(
+                    f"{item.image}: is {w}x{h}, the labels say {item.width}x{item.height}"
+                )
+            found = detector.detect(image, threshold=SCORE_FLOOR)
+        except (OSError, ValueError) as e:
+            failed += 1
+            print(f"roadnode: {e}", file=sys.stderr, flush=True)
+            continue
+        boxes = np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4)
+        dets.append((boxes, np.array([d.score for d in found], dtype=np.float64)))
+        truths.append(item.boxes)
+    return dets, truths, failed
+
+
+def _format_evaluation(f: dict[str, Any]) -> str:
+    def show(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    tp, fp = f["true_positives"], f["false_positives"]
+    return "\n".join(
+        [
+            f"model      {f['model']}",
+            f"images     {f['images']}  (failed {f['failed']})  plates {f['ground_truths']}",
+            f"AP50       {show(f['ap50'])}",
+            f"threshold  {f['threshold']:.3f}",
+            f"recall     {show(f['recall'])}  ({tp}/{f['ground_truths']})",
+            f"precision  {show(f['precision'])}  ({tp}/{tp + fp})",
+            f"FP/image   {show(f['fp_per_image'])}",
+        ]
+    )
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "status": cmd_status,
+    "detect": cmd_detect,
+    "eval-detector": cmd_eval_detector,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

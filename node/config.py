@@ -29,6 +29,11 @@ def text(default: str, max_len: int = 256, doc: str = "", pattern: str | None = 
     return field(default=default, metadata={"max_len": max_len, "pattern": pattern, "doc": doc})
 
 
+def flag(default: bool, doc: str = "") -> Any:
+    """A true/false field."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Identity and site: they go into every evidence packet."""
@@ -72,6 +77,18 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    """The plate detector (a TFLite model named by a JSON manifest)."""
+
+    model: str = text("", 512, "model manifest (.json); empty = the bundled plates model")
+    threads: int = bounded(2, 1, 8, "interpreter threads")
+    score_threshold: float = bounded(
+        0.35, 0.0, 0.99, "minimum plate score; 0 = the threshold in the model's manifest"
+    )
+    enabled: bool = flag(True, "run the plate detector on the detection stream")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The running service."""
 
@@ -86,4 +103,5 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     ring: RingConfig = field(default_factory=RingConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)

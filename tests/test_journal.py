@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 
 import pytest
 
 from node.journal import setup_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_node_logger() -> Iterator[None]:
+    logger = logging.getLogger("node")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def emit(monkeypatch: pytest.MonkeyPatch, journald: bool) -> list[str]:

@@ -1,0 +1,220 @@
+"""The plate detector: image → letterbox → TFLite → decode → NMS → boxes in the image's pixels.
+
+`PlateDetector` owns one loaded model at a time. `reload()` builds the new model completely
+before swapping it in, so a refused model (bad hash, wrong shape, not loadable) leaves the
+previous one running. `DetectorStage` runs it in the pipeline on each frame's detection stream
+and keeps the last results, in main-stream pixels, for status.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from node.capture.frame import Frame, Image
+from node.config import DetectorConfig
+from node.infer.decode import decode, nms
+from node.infer.letterbox import Letterbox, Placement, input_table
+from node.infer.manifest import DEFAULT_MANIFEST, ModelManifest, load_model
+from node.infer.runtime import Backend, Interpreter, ModelIO, default_backend
+
+TOP_K = 100  # peaks decoded per image, before NMS
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """A plate: its box (x0, y0, x1, y1) in the pixels of the image it was found in, and score."""
+
+    box: tuple[float, float, float, float]
+    score: float
+
+    def scaled(self, sx: float, sy: float) -> Detection:
+        x0, y0, x1, y1 = self.box
+        return Detection((x0 * sx, y0 * sy, x1 * sx, y1 * sy), self.score)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds spent on the last image: letterbox, interpreter, decode + NMS + mapping."""
+
+    pre_ms: float = 0.0
+    invoke_ms: float = 0.0
+    post_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    interpreter: Interpreter
+    manifest: ModelManifest
+    io: ModelIO
+    letterbox: Letterbox
+
+
+def read_image(path: Path) -> Image:
+    """An image file as RGB uint8 (H, W, 3); OSError (also for undecodable files) naming it."""
+    try:
+        with PILImage.open(path) as pil:
+            return np.asarray(pil.convert("RGB"))
+    except UnidentifiedImageError:
+        raise OSError(f"{path}: not an image Pillow can read") from None
+    except OSError as e:
+        raise OSError(f"{path}: {e.strerror or e}") from None
+    except (ValueError, SyntaxError) as e:  # truncated or corrupt data
+        raise OSError(f"{path}: cannot decode image: {e}") from None
+
+
+class PlateDetector:
+    """Finds plates in RGB images with the model a manifest names."""
+
+    def __init__(
+        self,
+        manifest_path: Path | str = DEFAULT_MANIFEST,
+        threads: int = 2,
+        threshold: float | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.threads = threads
+        self.threshold_override = threshold  # None: the manifest's score_threshold
+        self._backend = backend or default_backend()
+        self._lock = threading.Lock()
+        self._model = self._load(Path(manifest_path))
+        self.timing = Timing()
+
+    @classmethod
+    def from_config(cls, cfg: DetectorConfig, backend: Backend | None = None) -> PlateDetector:
+        return cls(
+            Path(cfg.model) if cfg.model else DEFAULT_MANIFEST,
+            cfg.threads,
+            cfg.score_threshold or None,
+            backend,
+        )
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self._model.manifest
+
+    @property
+    def threshold(self) -> float:
+        if self.threshold_override is not None:
+            return self.threshold_override
+        return self._model.manifest.score_threshold
+
+    def _load(self, manifest_path: Path) -> LoadedModel:
+        interpreter, manifest = load_model(manifest_path, self.threads, self._backend)
+        io = ModelIO.read(interpreter, manifest.model_path)
+        table = input_table(
+            io.input.dtype, io.input.scale, io.input.zero_point, manifest.input_range
+        )
+        letterbox = Letterbox(manifest.input_width, manifest.input_height, table)
+        return LoadedModel(interpreter, manifest, io, letterbox)
+
+    def reload(self, manifest_path: Path | str) -> ModelManifest:
+        """Switch to another model; on ModelError the current one stays in use."""
+        model = self._load(Path(manifest_path))
+        with self._lock:
+            self._model = model
+        return model.manifest
+
+    def detect(self, image: Image, threshold: float | None = None) -> list[Detection]:
+        """Plates in `image` (RGB uint8, HxWx3), best first, boxes in the image's pixels."""
+        with self._lock:
+            m = self._model
+            t0 = time.perf_counter()
+            placement = m.letterbox.place(image)
+            t1 = time.perf_counter()
+            m.interpreter.set_tensor(m.io.input.index, m.letterbox.buffer)
+            m.interpreter.invoke()
+            heat = m.io.heat.dequantize(m.interpreter.get_tensor(m.io.heat.index))
+            box = m.io.box.dequantize(m.interpreter.get_tensor(m.io.box.index))
+            t2 = time.perf_counter()
+            limit = self.threshold if threshold is None else threshold
+            found = self._decode(m.manifest, heat, box, placement, limit)
+            t3 = time.perf_counter()
+        self.timing = Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return found
+
+    @staticmethod
+    def _decode(
+        manifest: ModelManifest,
+        heat: npt.NDArray[np.float32],
+        box: npt.NDArray[np.float32],
+        placement: Placement,
+        threshold: float,
+    ) -> list[Detection]:
+        boxes, scores = decode(heat, box, threshold, manifest.stride, TOP_K)
+        keep = nms(boxes, scores, manifest.nms_iou)[: manifest.max_detections]
+        boxes, scores = placement.to_image(boxes[keep]), scores[keep]
+        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # not all padding
+        return [
+            Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s))
+            for b, s in zip(boxes[real], scores[real], strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class FrameDetections:
+    """The plates found in one frame, boxes in main-stream pixels."""
+
+    seq: int
+    mono_ns: int
+    detections: tuple[Detection, ...]
+
+
+class DetectorStage:
+    """Pipeline stage: detect on `frame.lores`, keep the results mapped to main-stream pixels."""
+
+    name = "detector"
+
+    def __init__(self, detector: PlateDetector, keep: int = 64) -> None:
+        self.detector = detector
+        self.frames = 0
+        self.plates = 0
+        self._recent: deque[FrameDetections] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def process(self, frame: Frame) -> None:
+        sx, sy = frame.lores_to_main
+        found = tuple(d.scaled(sx, sy) for d in self.detector.detect(frame.lores))
+        with self._lock:
+            self._recent.append(FrameDetections(frame.seq, frame.mono_ns, found))
+            self.frames += 1
+            self.plates += len(found)
+
+    def recent(self) -> list[FrameDetections]:
+        """The last results, oldest first."""
+        with self._lock:
+            return list(self._recent)
+
+    def stats(self) -> dict[str, float | int | str]:
+        d = self.detector
+        t = d.timing
+        with self._lock:
+            last = len(self._recent[-1].detections) if self._recent else 0
+        return {
+            "model": d.manifest.label,
+            "backend": d.backend,
+            "threshold": d.threshold,
+            "frames": self.frames,
+            "plates": self.plates,
+            "last_plates": last,
+            "pre_ms": round(t.pre_ms, 2),
+            "invoke_ms": round(t.invoke_ms, 2),
+            "post_ms": round(t.post_ms, 2),
+        }
+
+
+def build_stage(cfg: DetectorConfig, backend: Backend | None = None) -> DetectorStage | None:
+    """The detector stage the config asks for (None when disabled); ModelError if refused."""
+    return DetectorStage(PlateDetector.from_config(cfg, backend)) if cfg.enabled else None

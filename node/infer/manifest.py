@@ -1,0 +1,181 @@
+"""Model manifests: the JSON file beside each model that says what it is and how to run it.
+
+    {"name": "plates", "version": "2025.10.0", "format": "centernet-ltrb-log/v1",
+     "file": "plates-2025.10.0.tflite", "sha256": "…64 hex…",
+     "input_width": 960, "input_height": 544, "input_range": "0-1", "stride": 4,
+     "score_threshold": 0.35, "nms_iou": 0.5, "max_detections": 100}
+
+`file` is a plain file name in the manifest's own folder. `load_model` checks the file's
+sha256 BEFORE the runtime sees a byte of it (the bytes hashed are the bytes loaded), then that
+the model's tensors match the manifest. Every refusal is a `ModelError` of one line naming the
+file. Keys the node does not know (the trainer's notes, metrics) are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.infer.letterbox import INPUT_RANGES
+from node.infer.runtime import Backend, Interpreter, ModelError, ModelIO, default_backend
+
+FORMAT = "centernet-ltrb-log/v1"
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "models" / "plates.json"
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    name: str
+    version: str
+    file: str  # a plain file name in the manifest's folder
+    sha256: str  # 64 lowercase hex digits
+    input_width: int
+    input_height: int
+    stride: int = 4
+    score_threshold: float = 0.35
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    format: str = FORMAT
+    input_range: str = "0-1"  # the model's real input: pixel / 255 ("0-1") or the pixel ("0-255")
+    path: Path = field(default=Path(), compare=False)  # the manifest file itself
+
+    @property
+    def model_path(self) -> Path:
+        return self.path.parent / self.file
+
+    @property
+    def label(self) -> str:
+        """ "name version", for status lines."""
+        return f"{self.name} {self.version}"
+
+
+# key → (type, required, check on the value or None, what the check wants)
+_KEYS: dict[str, tuple[type, bool, Any, str]] = {
+    "name": (str, True, lambda v: 0 < len(v) <= 64, "1 to 64 characters"),
+    "version": (str, True, lambda v: 0 < len(v) <= 64, "1 to 64 characters"),
+    "format": (str, True, None, ""),
+    "file": (str, True, None, ""),
+    "sha256": (str, True, lambda v: re.fullmatch(r"[0-9a-f]{64}", v), "64 lowercase hex digits"),
+    "input_width": (int, True, lambda v: 16 <= v <= 4096, "16 … 4096"),
+    "input_height": (int, True, lambda v: 16 <= v <= 4096, "16 … 4096"),
+    "stride": (int, False, lambda v: 1 <= v <= 64, "1 … 64"),
+    "score_threshold": (float, False, lambda v: 0 < v < 1, "between 0 and 1"),
+    "nms_iou": (float, False, lambda v: 0 < v <= 1, "above 0, at most 1"),
+    "max_detections": (int, False, lambda v: 1 <= v <= 1000, "1 … 1000"),
+    "input_range": (str, False, lambda v: v in INPUT_RANGES, " or ".join(INPUT_RANGES)),
+}
+
+
+def _value(path: Path, key: str, value: Any, kind: type) -> Any:
+    names = {str: "a string", int: "a whole number", float: "a number"}
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise ModelError(f"{path}: '{key}' must be {names[kind]}, got {value!r}")
+    return value
+
+
+def _plain_name(path: Path, name: str) -> str:
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ModelError(
+            f"{path}: 'file' must be a plain file name in the manifest's folder, got {name!r}"
+        )
+    return name
+
+
+def parse_manifest(raw: Any, path: Path) -> ModelManifest:
+    """Check a decoded manifest (from `path`) and build it; ModelError on the first problem."""
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: must be a JSON object, got {type(raw).__name__}")
+    values: dict[str, Any] = {}
+    for key, (kind, required, check, wants) in _KEYS.items():
+        if key not in raw:
+            if required:
+                raise ModelError(f"{path}: missing key '{key}'")
+            continue
+        value = _value(path, key, raw[key], kind)
+        if check is not None and not check(value):
+            raise ModelError(f"{path}: '{key}' must be {wants}, got {value!r}")
+        values[key] = value
+    if values["format"] != FORMAT:
+        raise ModelError(
+            f"{path}: unsupported format {values['format']!r} (this node reads {FORMAT})"
+        )
+    _plain_name(path, values["file"])
+    stride = values.get("stride", 4)
+    if values["input_width"] % stride or values["input_height"] % stride:
+        raise ModelError(
+            f"{path}: input {values['input_width']}x{values['input_height']} is not a multiple "
+            f"of the stride {stride}"
+        )
+    return ModelManifest(**values, path=path)
+
+
+def read_manifest(path: Path) -> ModelManifest:
+    """Read and check the manifest at `path`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model manifest not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: cannot read model manifest: {e}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}: not valid JSON: {e.msg} (line {e.lineno})") from None
+    return parse_manifest(raw, path)
+
+
+def read_model_bytes(manifest: ModelManifest) -> bytes:
+    """The model file's bytes, once their sha256 matches the manifest's."""
+    model = manifest.model_path
+    try:
+        size = model.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelError(f"{model}: model file is {size} bytes, over {MAX_MODEL_BYTES}")
+        content = model.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{model}: model file not found (named by {manifest.path})") from None
+    except OSError as e:
+        raise ModelError(f"{model}: cannot read model file: {e.strerror or e}") from None
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != manifest.sha256:
+        raise ModelError(
+            f"{model}: sha256 mismatch: manifest {manifest.path.name} says "
+            f"{manifest.sha256[:12]}…, the file is {digest[:12]}…"
+        )
+    return content
+
+
+def check_io(io: ModelIO, manifest: ModelManifest) -> None:
+    """The model's tensors must have the sizes the manifest promises."""
+    model = manifest.model_path
+    w, h = manifest.input_width, manifest.input_height
+    if io.input_size != (w, h):
+        raise ModelError(
+            f"{model}: input is {io.input_size[0]}x{io.input_size[1]}, the manifest says {w}x{h}"
+        )
+    grid = (1, h // manifest.stride, w // manifest.stride)
+    for name, spec in (("heat", io.heat), ("box", io.box)):
+        if spec.shape[:3] != grid:
+            raise ModelError(
+                f"{model}: {name} output is {list(spec.shape)}, expected "
+                f"{[*grid, spec.shape[3]]} at stride {manifest.stride}"
+            )
+
+
+def load_model(
+    manifest_path: Path | str, num_threads: int = 2, backend: Backend | None = None
+) -> tuple[Interpreter, ModelManifest]:
+    """Read the manifest, verify the model file, load it; ModelError naming what was refused."""
+    manifest = read_manifest(Path(manifest_path))
+    content = read_model_bytes(manifest)
+    interpreter = (backend or default_backend()).open(content, manifest.model_path, num_threads)
+    check_io(ModelIO.read(interpreter, manifest.model_path), manifest)
+    return interpreter, manifest

@@ -1,0 +1,281 @@
+"""The detector end to end: with the interpreter double (int8 quantization, letterbox, stage
+mapping, reload) and with a real TFLite model built in the test (runtime, CLI)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from node.capture.frame import ArrayRef, Frame
+from node.cli import main
+from node.config import Config, DetectorConfig
+from node.configload import ConfigError, load
+from node.infer.detector import DetectorStage, PlateDetector, build_stage
+from node.infer.manifest import DEFAULT_MANIFEST
+from node.infer.runtime import ModelError, default_backend, find_backend
+from tests.interpreter_double import Rig, write_model
+
+LOG_LTRB = np.log([2.0, 1.0, 3.0, 1.5])  # distances 8, 4, 12, 6 px at stride 4
+
+
+def peak_rig(row: int = 2, col: int = 5, score: float = 0.8) -> Rig:
+    heat = np.zeros((8, 16))
+    box = np.zeros((8, 16, 4))
+    heat[row, col] = score
+    box[row, col] = LOG_LTRB
+    return Rig(heat=heat, box=box)
+
+
+def expected_box(row: int, col: int, rig: Rig, scale: float) -> list[float]:
+    """The box the double's model gives, after its int8 output rounding, in image pixels."""
+    step = rig.box_quant[0]
+    d = 4 * np.exp(np.round(LOG_LTRB / step) * step)
+    cx, cy = (col + 0.5) * 4, (row + 0.5) * 4
+    return [(cx - d[0]) / scale, (cy - d[1]) / scale, (cx + d[2]) / scale, (cy + d[3]) / scale]
+
+
+def test_detect_dequantizes_decodes_and_maps_back_through_the_letterbox(tmp_path: Path) -> None:
+    rig = peak_rig()
+    detector = PlateDetector(write_model(tmp_path), backend=rig.backend())
+    assert detector.backend == "double 1.0"
+    image = np.full((64, 128, 3), 50, np.uint8)  # twice the model's 64x32 input
+    (found,) = detector.detect(image)
+    np.testing.assert_allclose(found.box, expected_box(2, 5, rig, 0.5), rtol=1e-5)
+    assert found.score == pytest.approx(205 / 256)  # 0.8 on the int8 grid of 1/256, zp -128
+    interpreter = rig.opened[0]
+    assert interpreter.last_input.dtype == np.int8
+    assert np.all(interpreter.last_input == 50 - 128)  # int8 input: scale 1/255, zp -128
+    assert detector.timing.invoke_ms >= 0.0
+
+
+def test_threshold_from_the_manifest_unless_overridden(tmp_path: Path) -> None:
+    path = write_model(tmp_path)  # manifest threshold 0.4
+    rig = peak_rig(score=0.3)
+    assert PlateDetector(path, backend=rig.backend()).detect(np.zeros((32, 64, 3), np.uint8)) == []
+    lower = PlateDetector(path, threshold=0.25, backend=rig.backend())
+    assert lower.threshold == 0.25
+    assert len(lower.detect(np.zeros((32, 64, 3), np.uint8))) == 1
+    plain = PlateDetector(path, backend=rig.backend())
+    assert plain.threshold == 0.4
+    assert len(plain.detect(np.zeros((32, 64, 3), np.uint8), threshold=0.2)) == 1
+
+
+def test_max_detections_and_order(tmp_path: Path) -> None:
+    heat = np.zeros((8, 16))
+    heat[::2, ::2] = np.linspace(0.5, 0.9, 32).reshape(4, 8)  # 32 isolated peaks
+    rig = Rig(heat=heat, box=np.full((8, 16, 4), -1.0))  # small boxes, no overlaps
+    found = PlateDetector(write_model(tmp_path), backend=rig.backend()).detect(
+        np.zeros((32, 64, 3), np.uint8)
+    )
+    assert len(found) == 10  # the manifest's max_detections
+    scores = [d.score for d in found]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_peaks_in_the_padding_are_dropped(tmp_path: Path) -> None:
+    rig = peak_rig(row=3, col=12)  # x 50 in the input: right of a 32 px wide image
+    detector = PlateDetector(write_model(tmp_path), backend=rig.backend())
+    assert detector.detect(np.zeros((32, 32, 3), np.uint8)) == []
+
+
+def test_stage_maps_lores_detections_to_main_pixels(tmp_path: Path) -> None:
+    rig = peak_rig()
+    stage = DetectorStage(PlateDetector(write_model(tmp_path), backend=rig.backend()), keep=2)
+    for seq in range(3):
+        lores = np.zeros((32, 64, 3), np.uint8)
+        main = ArrayRef(np.zeros((96, 192, 3), np.uint8))  # 3x the detection stream
+        stage.process(Frame(seq, 1000 + seq, 0, lores, main))
+    recent = stage.recent()
+    assert [r.seq for r in recent] == [1, 2]  # bounded
+    (plate,) = recent[-1].detections
+    np.testing.assert_allclose(plate.box, np.array(expected_box(2, 5, rig, 1.0)) * 3, rtol=1e-5)
+    stats = stage.stats()
+    assert (stats["frames"], stats["plates"], stats["last_plates"]) == (3, 3, 1)
+    assert stats["model"] == "plates 1.0.0"
+    assert stats["backend"] == "double 1.0"
+
+
+def test_reload_keeps_the_old_model_when_the_new_one_is_refused(tmp_path: Path) -> None:
+    rig = peak_rig()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    detector = PlateDetector(write_model(tmp_path / "old"), backend=rig.backend())
+    bad = write_model(tmp_path / "new", name="next", version="2.0.0")
+    (tmp_path / "new" / "next.tflite").write_bytes(b"corrupted in transit")
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        detector.reload(bad)
+    assert detector.manifest.version == "1.0.0"
+    assert len(detector.detect(np.zeros((32, 64, 3), np.uint8))) == 1
+    good = write_model(tmp_path / "new", name="next", version="2.0.0")
+    assert detector.reload(good).version == "2.0.0"
+    assert detector.manifest.label == "next 2.0.0"
+    assert len(detector.detect(np.zeros((32, 64, 3), np.uint8))) == 1
+
+
+def test_config_section_builds_the_stage(tmp_path: Path) -> None:
+    assert Config().detector == DetectorConfig("", 2, 0.35, True)
+    path = write_model(tmp_path)
+    rig = peak_rig()
+    cfg = DetectorConfig(model=str(path), threads=3, score_threshold=0.0)
+    stage = build_stage(cfg, rig.backend())
+    assert stage is not None
+    assert stage.detector.threshold == 0.4  # 0: the manifest's
+    assert rig.opened[0].num_threads == 3
+    assert build_stage(DetectorConfig(enabled=False), rig.backend()) is None
+
+
+def test_empty_model_means_the_bundled_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundled = Path(__file__).parent.parent / "node" / "infer" / "models" / "plates.json"
+    assert bundled == DEFAULT_MANIFEST
+    path = write_model(tmp_path)
+    monkeypatch.setattr("node.infer.detector.DEFAULT_MANIFEST", path)
+    detector = PlateDetector.from_config(DetectorConfig(), peak_rig().backend())
+    assert detector.manifest.path == path
+
+
+def test_config_bounds() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, ["detector.threads=9", "detector.score_threshold=1", "detector.enabled=1"])
+    assert info.value.problems == [
+        "detector.threads: must be between 1 and 8, got 9 (--set)",
+        "detector.score_threshold: must be between 0 and 0.99, got 1 (--set)",
+        "detector.enabled: must be true or false, got 1 (--set)",
+    ]
+
+
+# --- backends --------------------------------------------------------------------------------
+
+
+def test_backend_fallback_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("fake_tflite_rt")
+    fake.__version__ = "9.9"  # type: ignore[attr-defined]
+    fake.Interpreter = object  # type: ignore[attr-defined]
+    empty = types.ModuleType("empty_tflite_rt")
+    monkeypatch.setitem(sys.modules, "fake_tflite_rt", fake)
+    monkeypatch.setitem(sys.modules, "empty_tflite_rt", empty)
+    candidates = [
+        ("no_such_tflite_module", "Interpreter", ("missing-rt",)),
+        ("empty_tflite_rt", "Interpreter", ("empty-rt",)),  # imports, but has no Interpreter
+        ("fake_tflite_rt", "Interpreter", ("fake-tflite",)),
+    ]
+    backend = find_backend(candidates)
+    assert backend.name == "fake-tflite 9.9"
+    assert backend.factory is object
+    with pytest.raises(ModelError) as info:
+        find_backend(candidates[:2])
+    assert str(info.value) == "no TFLite runtime installed (tried missing-rt, empty-rt)"
+
+
+def test_the_installed_runtime_is_found() -> None:
+    pytest.importorskip("ai_edge_litert.interpreter")
+    assert default_backend().name == "ai-edge-litert 2.3.0"
+
+
+# --- a real TFLite model ---------------------------------------------------------------------
+
+
+def real_model(folder: Path, input_dtype: str = "uint8") -> Path:
+    from tests.tflite_model import build_model
+
+    return write_model(folder, build_model(96, 64, input_dtype), input_width=96, input_height=64)
+
+
+def red_block(scale: int = 1) -> np.ndarray:  # type: ignore[type-arg]
+    """A 96x64 (times `scale`) black image with a red 4x4 block on cell (row 5, col 10)."""
+    image = np.zeros((64 * scale, 96 * scale, 3), np.uint8)
+    image[20 * scale : 24 * scale, 40 * scale : 44 * scale, 0] = 255
+    return image
+
+
+def real_box(scale: float = 1.0) -> list[float]:
+    from tests.tflite_model import box_log
+
+    d = 4 * np.exp(box_log())
+    cx, cy = 42.0, 22.0
+    return [(cx - d[0]) * scale, (cy - d[1]) * scale, (cx + d[2]) * scale, (cy + d[3]) * scale]
+
+
+@pytest.mark.parametrize("input_dtype", ["uint8", "int8"])
+def test_real_tflite_model_end_to_end(tmp_path: Path, input_dtype: str) -> None:
+    detector = PlateDetector(real_model(tmp_path, input_dtype), threads=2)
+    assert detector.backend.startswith(("ai-edge-litert", "tflite-runtime", "tensorflow"))
+    (found,) = detector.detect(red_block())
+    np.testing.assert_allclose(found.box, real_box(), rtol=1e-5)
+    assert found.score == pytest.approx(255 / 256)  # int8 heat: (127 + 128) / 256
+    (scaled,) = detector.detect(red_block(2))  # letterboxed down by 2, mapped back up
+    np.testing.assert_allclose(scaled.box, real_box(2.0), rtol=1e-5)
+    assert detector.detect(np.zeros((64, 96, 3), np.uint8)) == []
+
+
+def test_real_model_in_the_stage(tmp_path: Path) -> None:
+    stage = DetectorStage(PlateDetector(real_model(tmp_path)))
+    main_image = ArrayRef(np.zeros((128, 192, 3), np.uint8))
+    stage.process(Frame(7, 0, 0, red_block(), main_image))
+    (plate,) = stage.recent()[-1].detections
+    np.testing.assert_allclose(plate.box, real_box(2.0), rtol=1e-5)
+
+
+def save(path: Path, image: np.ndarray) -> Path:  # type: ignore[type-arg]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(image).save(path)
+    return path
+
+
+def test_cli_detect_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = real_model(tmp_path)
+    good = save(tmp_path / "big.png", red_block(2))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    args = ["detect", "--json", "--model", str(manifest), str(good), str(broken), str(good)]
+    assert main(args) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in lines] == [str(good), str(broken), str(good)]
+    assert (lines[0]["width"], lines[0]["height"]) == (192, 128)
+    (plate,) = lines[0]["detections"]
+    assert plate["box"] == [round(v, 1) for v in real_box(2.0)]
+    assert plate["score"] == round(255 / 256, 3)
+    assert lines[1]["error"].startswith(f"{broken}: ")
+    assert lines[2] == lines[0]
+
+
+def test_cli_detect_human(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = real_model(tmp_path)
+    image = save(tmp_path / "a.png", red_block())
+    assert main(["detect", "--model", str(manifest), "--threshold", "0.5", str(image)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{image}  96x64  1 plate"
+    assert out[1].startswith("  0.996  [")
+
+
+def test_cli_detect_refused_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["detect", "--model", str(tmp_path / "x.json"), "a.png"]) == 1
+    assert capsys.readouterr().err == f"roadnode: {tmp_path / 'x.json'}: model manifest not found\n"
+
+
+def test_cli_eval_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = real_model(tmp_path)
+    save(tmp_path / "data" / "images" / "plate.png", red_block())
+    save(tmp_path / "data" / "images" / "empty.png", np.zeros((64, 96, 3), np.uint8))
+    labels = tmp_path / "data" / "labels.jsonl"
+    rows = [
+        {"image": "images/plate.png", "width": 96, "height": 64, "boxes": [real_box()]},
+        {"image": "images/empty.png", "width": 96, "height": 64, "boxes": []},
+    ]
+    labels.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    args = ["eval-detector", "--labels", str(labels), "--model", str(manifest)]
+    assert main([*args, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["ap50"] == 1.0
+    assert (figures["recall"], figures["precision"], figures["fp_per_image"]) == (1.0, 1.0, 0.0)
+    assert (figures["images"], figures["failed"], figures["ground_truths"]) == (2, 0, 1)
+    assert figures["threshold"] == 0.4
+    assert main(args) == 0
+    assert "AP50       1.000" in capsys.readouterr().out
