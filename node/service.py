@@ -28,6 +28,8 @@ from node.capture.frame import FrameSource
 from node.capture.framering import FrameRing
 from node.config import Config
 from node.control import ControlServer
+from node.infer.detector import DetectorStage, build_stage
+from node.infer.runtime import ModelError
 from node.notify import Notifier
 from node.pipeline import Pipeline, Stage
 
@@ -63,10 +65,31 @@ class Service:
         self.started_mono = time.monotonic()
         self.source = source or open_source(cfg.capture.source, cfg.capture)
         ring = FrameRing(cfg.ring.seconds, cfg.ring.max_mb * 1024 * 1024)
-        self.pipeline = Pipeline(self.source, ring, stages or [], cfg.pipeline.queue_frames)
+        self.detector: DetectorStage | None = None
+        self.detector_error: str | None = None
+        if stages is None:
+            stages = self._build_stages()
+        self.pipeline = Pipeline(self.source, ring, stages, cfg.pipeline.queue_frames)
         self.notifier = Notifier()
         self.stop_event = threading.Event()
         self.stop_reason = ""
+
+    def _build_stages(self) -> list[Stage]:
+        """The per-frame stages the config asks for; one that cannot be built is left out
+        (and said so in status), the rest run."""
+        try:
+            self.detector = build_stage(self.cfg.detector)
+        except ModelError as e:
+            self.detector_error = str(e)
+            log.error("detector disabled: %s", e)
+        return [self.detector] if self.detector else []
+
+    def detector_status(self) -> dict[str, Any]:
+        if self.detector is not None:
+            return {"state": "running", **self.detector.stats()}
+        if self.detector_error:
+            return {"state": "failed", "error": self.detector_error}
+        return {"state": "disabled"}
 
     # --- status ------------------------------------------------------------------------------
 
@@ -79,6 +102,7 @@ class Service:
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             **self.pipeline.snapshot(),
+            "detector": self.detector_status(),
             "disk": {
                 "path": str(self.opts.state_dir),
                 "free_bytes": disk.free,
@@ -201,6 +225,15 @@ def final_summary(service: Service) -> list[str]:
         f"  latency    capture p50 {lat['capture']['p50_ms']:.1f} ms, "
         f"end-to-end p95 {lat['total']['p95_ms']:.1f} ms",
     ]
+    d = s["detector"]
+    if d["state"] == "running":
+        p50 = lat["detector"]["p50_ms"]
+        lines.append(
+            f"  detector   {d['plates']} plates in {d['frames']} frames, p50 {p50:.1f} ms "
+            f"({d['model']}, {d['backend']})"
+        )
+    else:
+        lines.append(f"  detector   {d['state']}" + (f": {d['error']}" if "error" in d else ""))
     source_stats = ", ".join(f"{k} {v}" for k, v in service.source.stats().items())
     lines.extend(
         textwrap.wrap(source_stats, 80, initial_indent=" " * 13, subsequent_indent=" " * 13)

@@ -1,0 +1,1 @@
+"""Plate detector training and int8 export (`train` extra; never imported by the node)."""
