@@ -1,5 +1,8 @@
 """The plate detector network: a small MobileNet-style U-shaped CenterNet.
 
+Stem: space-to-depth by 4 (each 4x4 RGB patch becomes 48 channels) and a 1x1 convolution:
+nothing runs at full or half resolution, which is where a plain conv stem spent half the
+time (measured: 19.6 → 10.8 ms per 960x544 invoke on one thread, int8, XNNPACK).
 Backbone: depthwise-separable blocks with ReLU6 (int8-friendly) down to stride 32, so the
 receptive field covers plates up to most of the frame; a light top-down path (nearest upsample
 + add) brings that context back to stride 4, where two heads predict
@@ -22,9 +25,10 @@ from keras import layers
 STRIDE = 4
 FORMAT = "centernet-ltrb-log/v1"
 
-# (channels, stride) per stage; each stage is one strided block and `repeats` plain ones.
-STAGES: tuple[tuple[int, int, int], ...] = ((24, 2, 1), (40, 2, 1), (64, 2, 2), (96, 2, 1))
-NECK = 32
+# (channels, stride, repeats) per stage after the stem (which is already at stride 4); each
+# stage is one block at `stride` and `repeats` plain ones.
+STAGES: tuple[tuple[int, int, int], ...] = ((24, 1, 1), (40, 2, 1), (64, 2, 2), (96, 2, 1))
+NECK = 24
 
 
 def _conv_bn(x: Any, filters: int, kernel: int = 1, stride: int = 1, name: str = "") -> Any:
@@ -50,8 +54,11 @@ def _sep(x: Any, filters: int, stride: int = 1, name: str = "") -> Any:
 
 def build(input_shape: tuple[int | None, int | None, int] = (None, None, 3)) -> keras.Model:
     """The detector; `input_shape` fixed for export, free (None) for training on crops."""
+    import tensorflow as tf
+
     inputs = keras.Input(input_shape, name="image")
-    x = _conv_bn(inputs, 16, 3, 2, name="stem")  # /2
+    x = layers.Lambda(lambda t: tf.nn.space_to_depth(t, STRIDE), name="s2d")(inputs)  # /4
+    x = _conv_bn(x, STAGES[0][0], name="stem")
     skips = []
     for s, (ch, stride, repeats) in enumerate(STAGES):
         x = _sep(x, ch, stride, name=f"s{s}b0")  # /4, /8, /16, /32
@@ -64,7 +71,6 @@ def build(input_shape: tuple[int | None, int | None, int] = (None, None, 3)) -> 
         lateral = _conv_bn(skips[level], NECK, name=f"lat{level}")
         x = layers.Add(name=f"merge{level}")([x, lateral])
         x = _sep(x, NECK, 1, name=f"neck{level}")
-    x = _sep(x, NECK, 1, name="head")
     heat = layers.Conv2D(
         1, 1, activation="sigmoid", name="heat", bias_initializer=keras.initializers.Constant(-4.6)
     )(x)
