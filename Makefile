@@ -7,7 +7,15 @@ DURATION ?= 30
 SEED ?= 1
 DEMO_STATE ?= .demo
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest clean model
+
+# Model training (not needed for demo or test): `make model REAL=../shared/data/plates-real`.
+# Resumable: rerun the same command after an interruption. See node/infer/models/plates.md.
+TRAIN_VENV := .venv-train
+TRAIN_STAMP := $(TRAIN_VENV)/.installed
+REAL ?= ../shared/data/plates-real
+RUN ?= runs/det
+STEPS ?= 9000
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +38,19 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+$(TRAIN_STAMP): setup.cfg pyproject.toml
+	test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[train]'
+	touch $@
+
+model: $(TRAIN_STAMP)
+	$(TRAIN_VENV)/bin/python -m tools.detector.train --real $(REAL) --out $(RUN) \
+		--seed $(SEED) --steps $(STEPS)
+	$(TRAIN_VENV)/bin/python -m tools.detector.export --run $(RUN) --real $(REAL) \
+		--out node/infer/models
+	$(TRAIN_VENV)/bin/python -m tools.detector.card --run $(RUN) --real $(REAL) \
+		--out node/infer/models/plates-figures.json --card node/infer/models/plates.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) .mypy_cache .ruff_cache .pytest_cache

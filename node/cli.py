@@ -150,6 +150,14 @@ def format_status(s: dict[str, Any]) -> str:
     q = s["queues"]["detect"]
     ring = s["ring"]
     disk = s["disk"]
+    d = s["detector"]
+    if d["state"] == "running":
+        lines.append(
+            f"detector {d['model']} on {d['backend']}, threshold {d['threshold']:.2f}: "
+            f"{d['plates']} plates in {d['frames']} frames"
+        )
+    else:
+        lines.append(f"detector {d['state']}" + (f": {d['error']}" if "error" in d else ""))
     lines += [
         f"queues   detect {q['depth']}/{q['capacity']}",
         f"ring     {ring['frames']} frames, {_mb(ring['bytes'])}",

@@ -1,7 +1,7 @@
 """Train the plate detector: one reproducible, resumable command.
 
     python -m tools.detector.train --real ../shared/data/plates-real --out runs/det \
-        --seed 1 --steps 8000
+        --seed 1 --steps 9000
 
 Batches mix synthetic Vietnamese plates (tools.plates.synth) with the TRAIN split of the real
 photos (tools.plates.realdata; the fixed 20 % validation split is never seen here). Batch k
@@ -165,7 +165,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--real", type=Path, help="folder with labels.jsonl (real photos)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--steps", type=int, default=8000)
+    p.add_argument("--steps", type=int, default=9000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--size", type=int, default=256, help="square training crop, pixels")
     p.add_argument("--lr", type=float, default=2e-3)
