@@ -42,7 +42,7 @@ def start_service(service: Service) -> threading.Thread:
 
 
 def test_control_socket_answers_status(state_dir: Path) -> None:
-    service = Service(Config(), RunOptions(state_dir), source=CountingSource(fps=50))
+    service = Service(Config(), RunOptions(state_dir), source=CountingSource(fps=50), stages=[])
     thread = start_service(service)
     try:
         reply = query(state_dir, {"cmd": "status"})
@@ -99,7 +99,7 @@ def test_sd_notify_ready_watchdog_only_while_frames_advance(
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     cfg = Config()
     source = CountingSource(fps=100, stall_after=30)  # the camera hangs after 0.3 s
-    service = Service(cfg, RunOptions(state_dir, duration_s=1.6), source=source)
+    service = Service(cfg, RunOptions(state_dir, duration_s=1.6), source=source, stages=[])
     t0 = time.monotonic()
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
@@ -121,7 +121,9 @@ def test_sd_notify_ready_watchdog_only_while_frames_advance(
 
 def test_no_notify_socket_is_a_no_op(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    service = Service(Config(), RunOptions(state_dir, duration_s=0.3), source=CountingSource())
+    service = Service(
+        Config(), RunOptions(state_dir, duration_s=0.3), source=CountingSource(), stages=[]
+    )
     assert service.run() == 0
     assert not service.notifier.enabled
 
@@ -196,3 +198,15 @@ def test_status_command_without_service(state_dir: Path) -> None:
     )
     assert res.returncode == 1
     assert res.stderr.startswith("roadnode: no roadnode service running on ")
+
+
+def test_a_refused_model_leaves_the_rest_running(state_dir: Path) -> None:
+    from node.configload import load
+
+    cfg = load(None, [f"detector.model={json.dumps(str(state_dir / 'absent.json'))}"])
+    service = Service(cfg, RunOptions(state_dir, duration_s=0.5), source=CountingSource(fps=50))
+    assert service.run() == 0
+    status = service.status()
+    assert status["detector"]["state"] == "failed"
+    assert "absent.json: model manifest not found" in status["detector"]["error"]
+    assert status["frames"]["processed"] > 5
