@@ -279,3 +279,28 @@ def test_cli_eval_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert figures["threshold"] == 0.4
     assert main(args) == 0
     assert "AP50       1.000" in capsys.readouterr().out
+
+
+def test_pyramid_levels_map_back_and_merge(tmp_path: Path) -> None:
+    rig = peak_rig(row=1, col=2)
+    path = write_model(tmp_path, pyramid=[1.0, 0.5])
+    detector = PlateDetector(path, backend=rig.backend())
+    image = np.full((64, 128, 3), 50, np.uint8)  # fits the 64x32 input at scale 0.5
+    found = detector.detect(image)
+    assert rig.opened[0].invocations == 2  # one invoke per level
+    boxes = sorted(d.box for d in found)
+    # the same peak read at full scale (0.5) and at the half level (0.25): two distinct boxes
+    want = sorted([expected_box(1, 2, rig, 0.5), expected_box(1, 2, rig, 0.25)])
+    np.testing.assert_allclose(boxes, want, rtol=1e-5)
+    # the live stage runs the first level only
+    stage = DetectorStage(detector)
+    frame = Frame(0, 0, 0, image, ArrayRef(np.zeros((128, 256, 3), np.uint8)))
+    stage.process(frame)
+    (only,) = stage.recent()[0].detections
+    np.testing.assert_allclose(only.box, [v * 2 for v in expected_box(1, 2, rig, 0.5)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [[], [0.0], [1.5], "1", [1, 1, 1, 1, 1], [True]])
+def test_bad_pyramid_is_refused(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ModelError, match="'pyramid' must be a list of 1 to 4 numbers"):
+        PlateDetector(write_model(tmp_path, pyramid=bad), backend=peak_rig().backend())

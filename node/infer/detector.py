@@ -127,23 +127,49 @@ class PlateDetector:
             self._model = model
         return model.manifest
 
-    def detect(self, image: Image, threshold: float | None = None) -> list[Detection]:
-        """Plates in `image` (RGB uint8, HxWx3), best first, boxes in the image's pixels."""
+    def detect(
+        self,
+        image: Image,
+        threshold: float | None = None,
+        pyramid: tuple[float, ...] | None = None,
+    ) -> list[Detection]:
+        """Plates in `image` (RGB uint8, HxWx3), best first, boxes in the image's pixels.
+
+        `pyramid`: the levels to run (default: the manifest's); one invoke per level, the
+        results merged by NMS."""
+        pre = invoke = post = 0.0
         with self._lock:
             m = self._model
-            t0 = time.perf_counter()
-            placement = m.letterbox.place(image)
-            t1 = time.perf_counter()
-            m.interpreter.set_tensor(m.io.input.index, m.letterbox.buffer)
-            m.interpreter.invoke()
-            heat = m.io.heat.dequantize(m.interpreter.get_tensor(m.io.heat.index))
-            box = m.io.box.dequantize(m.interpreter.get_tensor(m.io.box.index))
-            t2 = time.perf_counter()
             limit = self.threshold if threshold is None else threshold
-            found = self._decode(m.manifest, heat, box, placement, limit)
+            found: list[Detection] = []
+            for shrink in pyramid or m.manifest.pyramid:
+                t0 = time.perf_counter()
+                placement = m.letterbox.place(image, shrink)
+                t1 = time.perf_counter()
+                m.interpreter.set_tensor(m.io.input.index, m.letterbox.buffer)
+                m.interpreter.invoke()
+                heat = m.io.heat.dequantize(m.interpreter.get_tensor(m.io.heat.index))
+                box = m.io.box.dequantize(m.interpreter.get_tensor(m.io.box.index))
+                t2 = time.perf_counter()
+                found += self._decode(m.manifest, heat, box, placement, limit)
+                t3 = time.perf_counter()
+                pre, invoke, post = pre + t1 - t0, invoke + t2 - t1, post + t3 - t2
             t3 = time.perf_counter()
-        self.timing = Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+            if len(m.manifest.pyramid if pyramid is None else pyramid) > 1:
+                found = self._merge(found, m.manifest)
+            post += time.perf_counter() - t3
+        self.timing = Timing(pre * 1e3, invoke * 1e3, post * 1e3)
         return found
+
+    @staticmethod
+    def _merge(found: list[Detection], manifest: ModelManifest) -> list[Detection]:
+        """One list from several pyramid levels: NMS across levels, best first."""
+        if not found:
+            return found
+        boxes = np.array([d.box for d in found], dtype=np.float32)
+        scores = np.array([d.score for d in found], dtype=np.float32)
+        keep = nms(boxes, scores, manifest.nms_iou)[: manifest.max_detections]
+        return [found[int(k)] for k in keep]
 
     @staticmethod
     def _decode(
@@ -186,7 +212,10 @@ class DetectorStage:
 
     def process(self, frame: Frame) -> None:
         sx, sy = frame.lores_to_main
-        found = tuple(d.scaled(sx, sy) for d in self.detector.detect(frame.lores))
+        first_level = self.detector.manifest.pyramid[:1]  # plates on the road are small
+        found = tuple(
+            d.scaled(sx, sy) for d in self.detector.detect(frame.lores, None, first_level)
+        )
         with self._lock:
             self._recent.append(FrameDetections(frame.seq, frame.mono_ns, found))
             self.frames += 1

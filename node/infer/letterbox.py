@@ -102,20 +102,21 @@ class Letterbox:
         self._copy = as_bytes is not None and np.array_equal(as_bytes, identity)
         self._flip = as_bytes is not None and np.array_equal(as_bytes, identity ^ 0x80)
 
-    def fit(self, width: int, height: int) -> tuple[int, int]:
-        """The size an image of width x height is resized to: as large as fits, same aspect."""
-        scale = min(self.width / width, self.height / height)
+    def fit(self, width: int, height: int, shrink: float = 1.0) -> tuple[int, int]:
+        """The size an image of width x height is resized to: as large as fits, same aspect,
+        times `shrink` (a pyramid level: 0.25 puts the whole image in a quarter of the input)."""
+        scale = min(self.width / width, self.height / height) * shrink
         return (
             min(self.width, max(1, round(width * scale))),
             min(self.height, max(1, round(height * scale))),
         )
 
-    def place(self, image: Image) -> Placement:
+    def place(self, image: Image, shrink: float = 1.0) -> Placement:
         """Put `image` (RGB uint8, HxWx3) into `buffer`; how to map boxes back."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.shape}")
         h, w = image.shape[:2]
-        nw, nh = self.fit(w, h)
+        nw, nh = self.fit(w, h, shrink)
         if (nw, nh) != self._placed:
             self.buffer.fill(self.table[PAD])
             self._placed = (nw, nh)

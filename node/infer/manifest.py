@@ -42,6 +42,10 @@ class ModelManifest:
     max_detections: int = 100
     format: str = FORMAT
     input_range: str = "0-1"  # the model's real input: pixel / 255 ("0-1") or the pixel ("0-255")
+    # Pyramid levels for still images (`roadnode detect`, `eval-detector`): each level places
+    # the image at that fraction of the fitting size, so plates larger than the model sees in
+    # one pass are found at a smaller level. The live stage runs the first level only.
+    pyramid: tuple[float, ...] = (1.0,)
     path: Path = field(default=Path(), compare=False)  # the manifest file itself
 
     @property
@@ -89,6 +93,20 @@ def _plain_name(path: Path, name: str) -> str:
     return name
 
 
+def _pyramid(path: Path, raw: Any) -> tuple[float, ...]:
+    levels = raw if isinstance(raw, list) else None
+    if (
+        not levels
+        or len(levels) > 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+        or not all(0.05 <= v <= 1.0 for v in levels)
+    ):
+        raise ModelError(
+            f"{path}: 'pyramid' must be a list of 1 to 4 numbers from 0.05 to 1, got {raw!r}"
+        )
+    return tuple(float(v) for v in levels)
+
+
 def parse_manifest(raw: Any, path: Path) -> ModelManifest:
     """Check a decoded manifest (from `path`) and build it; ModelError on the first problem."""
     if not isinstance(raw, dict):
@@ -108,6 +126,8 @@ def parse_manifest(raw: Any, path: Path) -> ModelManifest:
             f"{path}: unsupported format {values['format']!r} (this node reads {FORMAT})"
         )
     _plain_name(path, values["file"])
+    if "pyramid" in raw:
+        values["pyramid"] = _pyramid(path, raw["pyramid"])
     stride = values.get("stride", 4)
     if values["input_width"] % stride or values["input_height"] % stride:
         raise ModelError(

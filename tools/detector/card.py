@@ -68,11 +68,14 @@ def float_detector(run: Path, manifest_path: Path) -> Detect:
     box = Letterbox(manifest.input_width, manifest.input_height, table)
 
     def detect(image: U8) -> list[Detection]:
-        placement = box.place(image)
-        heat, ltrb = model(box.buffer, training=False)
-        return PlateDetector._decode(
-            manifest, np.asarray(heat), np.asarray(ltrb), placement, SCORE_FLOOR
-        )
+        found: list[Detection] = []
+        for shrink in manifest.pyramid:
+            placement = box.place(image, shrink)
+            heat, ltrb = model(box.buffer, training=False)
+            found += PlateDetector._decode(
+                manifest, np.asarray(heat), np.asarray(ltrb), placement, SCORE_FLOOR
+            )
+        return PlateDetector._merge(found, manifest) if len(manifest.pyramid) > 1 else found
 
     return detect
 

@@ -100,6 +100,7 @@ def write(blob: bytes, a: argparse.Namespace) -> Path:
         "nms_iou": 0.5,
         "max_detections": 100,
         "input_range": "0-1",
+        "pyramid": a.pyramid,
     }
     path: Path = a.out / f"{a.name}.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -117,6 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--height", type=int, default=544)
     p.add_argument("--threshold", type=float, default=0.35)
     p.add_argument("--calibration", type=int, default=300, help="representative images")
+    p.add_argument(
+        "--pyramid",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.25],
+        help="levels for still images (the live stage runs the first only)",
+    )
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
     model = build((a.height, a.width, 3))
