@@ -24,14 +24,55 @@ def choice(default: str, options: tuple[str, ...], doc: str = "") -> Any:
     return field(default=default, metadata={"choices": options, "doc": doc})
 
 
-def text(default: str, max_len: int = 256, doc: str = "", pattern: str | None = None) -> Any:
+def text(
+    default: str,
+    max_len: int = 256,
+    doc: str = "",
+    pattern: str | None = None,
+    required: bool = False,
+) -> Any:
     """A free string field (bounded length, optional regex it must match in full)."""
-    return field(default=default, metadata={"max_len": max_len, "pattern": pattern, "doc": doc})
+    meta = {"max_len": max_len, "pattern": pattern, "doc": doc, "required": required}
+    return field(default=default, metadata=meta)
 
 
 def flag(default: bool, doc: str = "") -> Any:
     """A true/false field."""
     return field(default=default, metadata={"doc": doc})
+
+
+Point = tuple[float, float]
+COORD_LIMIT = 100_000.0  # no coordinate (pixels or metres) beyond this
+DIRECTIONS: dict[str, Point] = {"up": (0.0, -1.0), "down": (0.0, 1.0)}
+DIRECTIONS |= {"left": (-1.0, 0.0), "right": (1.0, 0.0)}
+
+
+def points(n_min: int, n_max: int, doc: str = "", required: bool = False) -> Any:
+    """A list of [x, y] points: empty (not set) or `n_min`..`n_max` of them (always, if
+    `required`)."""
+    meta = {"min_items": n_min, "max_items": n_max, "noun": "points", "optional": not required}
+    meta |= {"items": {"min": -COORD_LIMIT, "max": COORD_LIMIT}, "required": required}
+    return field(default=(), metadata=meta | {"doc": doc})
+
+
+def polylines(n_max: int, doc: str = "") -> Any:
+    """A list of polylines, each a list of 2..64 [x, y] points."""
+    line = {"min_items": 2, "max_items": 64, "noun": "points"}
+    line["items"] = {"min": -COORD_LIMIT, "max": COORD_LIMIT}
+    meta = {"min_items": 0, "max_items": n_max, "noun": "lines", "items": line, "doc": doc}
+    return field(default=(), metadata=meta)
+
+
+def vector(default: Point, doc: str = "", required: bool = False) -> Any:
+    """An [dx, dy] direction in image pixels, or one of the names in `DIRECTIONS`."""
+    meta = {"aliases": DIRECTIONS, "min": -COORD_LIMIT, "max": COORD_LIMIT}
+    return field(default=default, metadata=meta | {"required": required, "doc": doc})
+
+
+def tables(noun: str, n_max: int, doc: str = "") -> Any:
+    """A list of tables (TOML `[[section.key]]`), at most `n_max` of them."""
+    meta = {"min_items": 0, "max_items": n_max, "noun": noun, "doc": doc}
+    return field(default=(), metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -89,6 +130,137 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class TrackerConfig:
+    """Plate tracking across frames (ByteTrack-style, constant-velocity Kalman filter)."""
+
+    high_score: float = bounded(0.5, 0.05, 0.99, "detections at least this sure are matched first")
+    low_score: float = bounded(0.1, 0.0, 0.99, "weaker detections only extend existing tracks")
+    match_iou: float = bounded(0.2, 0.01, 0.95, "least IoU with a predicted box, first stage")
+    low_match_iou: float = bounded(0.4, 0.01, 0.95, "least IoU for a weak detection")
+    centre_gate: float = bounded(
+        2.0, 0.1, 20.0, "fallback when IoU is 0: centre distance in plate sizes"
+    )
+    max_missed: int = bounded(10, 0, 300, "frames a track survives without a detection")
+    min_hits: int = bounded(3, 1, 30, "frames a new track needs to be confirmed")
+    history: int = bounded(64, 4, 1024, "observations kept per track")
+    max_tracks: int = bounded(200, 1, 2000, "tracks at most; further new plates are not tracked")
+
+
+@dataclass(frozen=True)
+class LaneConfig:
+    """One lane of `[[zones.lanes]]`."""
+
+    name: str = text("", 32, "lane name (goes into evidence)", ID_PATTERN, required=True)
+    polygon: tuple[Point, ...] = points(3, 64, "the lane's outline, [x, y] points", True)
+    direction: tuple[float, float] = vector(
+        (0.0, -1.0), "allowed direction of travel in the image", True
+    )
+    speed_limit_kmh: float = bounded(50.0, 5.0, 200.0, "speed limit in the lane")
+
+
+@dataclass(frozen=True)
+class SpeedTrapConfig:
+    """Two lines a known road distance apart (`[zones.speed_trap]`)."""
+
+    line_a: tuple[Point, ...] = points(2, 2, "first line, two [x, y] points")
+    line_b: tuple[Point, ...] = points(2, 2, "second line, two [x, y] points")
+    distance_m: float = bounded(0.0, 0.0, 500.0, "road distance between the lines; 0 = no trap")
+
+
+@dataclass(frozen=True)
+class ZonesConfig:
+    """Where things are on the image, in main-stream pixels (plate plane, see the docs)."""
+
+    stop_line: tuple[Point, ...] = points(2, 2, "the stop line, two [x, y] points")
+    lanes: tuple[LaneConfig, ...] = tables("lanes", 16, "the lanes, `[[zones.lanes]]` tables")
+    solid_lines: tuple[tuple[Point, ...], ...] = polylines(32, "lines that may not be crossed")
+    homography_points: tuple[Point, ...] = points(4, 4, "4 image points on the road")
+    homography_world_m: tuple[Point, ...] = points(4, 4, "the same 4 points on the road, metres")
+    speed_trap: SpeedTrapConfig = field(default_factory=SpeedTrapConfig)
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """Where the traffic-signal phase comes from."""
+
+    source: str = choice("none", ("none", "frame", "serial", "gpio", "plan"), "phase source")
+    stale_after_s: float = bounded(2.0, 0.2, 60.0, "no update for this long = phase unknown")
+    serial_url: str = text("", 256, "serial port or pyserial URL (/dev/ttyUSB0, rfc2217://...)")
+    serial_baud: int = bounded(9600, 300, 921_600, "serial speed, bits per second")
+    serial_group: str = text("1", 16, "signal group id this camera follows", r"[A-Za-z0-9_-]+")
+    max_future_s: float = bounded(2.0, 0.0, 60.0, "lines stamped further ahead are refused")
+    max_age_s: float = bounded(5.0, 0.1, 600.0, "lines stamped older than this are refused")
+    reconnect_max_s: float = bounded(30.0, 1.0, 600.0, "longest wait between serial reconnects")
+    gpio_backend: str = choice("gpiod", ("gpiod", "sysfs"), "how GPIO lines are read")
+    gpio_chip: str = text("/dev/gpiochip0", 128, "GPIO chip (gpiod backend)")
+    gpio_red_line: int = bounded(-1, -1, 1023, "line wired to the red lamp; -1 = none")
+    gpio_amber_line: int = bounded(-1, -1, 1023, "line wired to the amber lamp; -1 = none")
+    gpio_active_low: bool = flag(False, "a lit lamp reads low")
+    plan_green_s: float = bounded(30.0, 1.0, 600.0, "fixed-time plan: green seconds")
+    plan_amber_s: float = bounded(3.0, 0.0, 60.0, "fixed-time plan: amber seconds")
+    plan_red_s: float = bounded(30.0, 1.0, 600.0, "fixed-time plan: red seconds")
+    plan_offset_s: float = bounded(0.0, 0.0, 86_400.0, "plan cycle start after UTC midnight")
+
+
+@dataclass(frozen=True)
+class RedLightConfig:
+    """`[rules.red_light]`: crossing the stop line on red."""
+
+    enabled: bool = flag(True, "check this rule")
+    grace_s: float = bounded(0.5, 0.0, 10.0, "red for less than this at the crossing: no offence")
+    amber_is_violation: bool = flag(False, "crossing on amber is an offence too")
+    min_frames: int = bounded(2, 1, 30, "frames the plate is seen on each side of the line")
+
+
+@dataclass(frozen=True)
+class SolidLineConfig:
+    """`[rules.solid_line]`: crossing a solid lane line."""
+
+    enabled: bool = flag(True, "check this rule")
+    min_frames: int = bounded(3, 1, 30, "frames the plate is seen on each side of the line")
+    margin_plate_widths: float = bounded(0.25, 0.0, 5.0, "nearer to the line = on neither side")
+
+
+@dataclass(frozen=True)
+class WrongWayConfig:
+    """`[rules.wrong_way]`: moving against the lane's direction."""
+
+    enabled: bool = flag(True, "check this rule")
+    min_distance_m: float = bounded(5.0, 0.5, 200.0, "distance travelled the wrong way")
+    min_frames: int = bounded(5, 2, 300, "frames the plate is seen in the lane")
+    allow_pixels: bool = flag(False, "without a homography, measure in pixels")
+    min_distance_px: float = bounded(150.0, 5.0, 5000.0, "distance when measured in pixels")
+
+
+@dataclass(frozen=True)
+class SpeedingConfig:
+    """`[rules.speeding]`: faster than the lane's limit."""
+
+    enabled: bool = flag(True, "check this rule")
+    method: str = choice("auto", ("auto", "trap", "homography"), "auto = the trap if set")
+    tolerance_kmh: float = bounded(5.0, 0.0, 50.0, "allowed above the limit")
+    default_limit_kmh: float = bounded(50.0, 5.0, 200.0, "limit for a plate in no lane")
+    window_s: float = bounded(1.0, 0.2, 10.0, "track span the homography speed is fitted over")
+    min_frames: int = bounded(5, 3, 300, "observations a speed is fitted to")
+    max_sigma_kmh: float = bounded(8.0, 0.5, 50.0, "less sure speeds are not acted on")
+    pixel_sigma: float = bounded(1.0, 0.1, 20.0, "plate position uncertainty, pixels")
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Violation rules and what they share."""
+
+    reid_window_s: float = bounded(2.0, 0.0, 30.0, "a track found again this soon is the same")
+    reid_gate: float = bounded(3.0, 0.1, 50.0, "how near its prediction, in plate sizes")
+    evidence_frames_before: int = bounded(20, 0, 600, "frames kept before the offence")
+    evidence_frames_after: int = bounded(10, 0, 600, "frames kept after the offence")
+    red_light: RedLightConfig = field(default_factory=RedLightConfig)
+    solid_line: SolidLineConfig = field(default_factory=SolidLineConfig)
+    wrong_way: WrongWayConfig = field(default_factory=WrongWayConfig)
+    speeding: SpeedingConfig = field(default_factory=SpeedingConfig)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The running service."""
 
@@ -104,4 +276,8 @@ class Config:
     ring: RingConfig = field(default_factory=RingConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    zones: ZonesConfig = field(default_factory=ZonesConfig)
+    signal: SignalConfig = field(default_factory=SignalConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)

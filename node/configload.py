@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node.config import SCHEMA_VERSION, Config
+from node.rules.zonecheck import zone_problems
 
 T = TypeVar("T")
 Raw = dict[str, Any]
@@ -105,6 +106,67 @@ def _unknown(path: str, key: str, known: Iterable[str]) -> str:
     return f"{path}{key}: unknown key{hint}"
 
 
+class _ReportedError(Exception):
+    """Problems inside a value were already collected; the key keeps its default."""
+
+
+def _convert(
+    path: str, value: Any, ftype: Any, meta: Mapping[str, Any], problems: list[str]
+) -> Any:
+    """`value` as `ftype`: a dataclass (a table), a tuple (a list or a point), or a scalar."""
+    if dataclasses.is_dataclass(ftype):
+        return _build(typing.cast(type[Any], ftype), value, f"{path}.", problems)
+    if typing.get_origin(ftype) is tuple:
+        args = typing.get_args(ftype)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _convert_list(path, value, args[0], meta, problems)
+        return _convert_point(path, value, args, meta)
+    return _check_value(path, value, ftype, meta)
+
+
+def _convert_list(
+    path: str, value: Any, item_type: Any, meta: Mapping[str, Any], problems: list[str]
+) -> tuple[Any, ...]:
+    """A TOML array: its length checked against the field's bounds, then each item."""
+    if not isinstance(value, (list, tuple)):
+        raise _ProblemError(f"{path}: must be a list, got {value!r}")
+    n, lo, hi = len(value), meta.get("min_items", 0), meta.get("max_items")
+    noun = meta.get("noun", "items")
+    if n or not meta.get("optional"):
+        none = " (or none)" if meta.get("optional") else ""
+        if lo == hi and n != lo:
+            raise _ProblemError(f"{path}: must have {lo} {noun}{none}, got {n}")
+        if n < lo:
+            raise _ProblemError(f"{path}: must have at least {lo} {noun}{none}, got {n}")
+    if hi is not None and n > hi:
+        raise _ProblemError(f"{path}: must have at most {hi} {noun}, got {n}")
+    out, before = [], len(problems)
+    for i, item in enumerate(value):
+        try:
+            out.append(_convert(f"{path}[{i}]", item, item_type, meta.get("items", {}), problems))
+        except _ProblemError as p:
+            problems.append(str(p))
+    if len(problems) > before and not dataclasses.is_dataclass(item_type):
+        raise _ReportedError  # a table keeps its good keys; a list of points is dropped whole
+    return tuple(out)
+
+
+def _convert_point(
+    path: str, value: Any, types: tuple[Any, ...], meta: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    """A fixed-length list of numbers ([x, y]); a vector field also takes its names."""
+    aliases: Mapping[str, tuple[Any, ...]] | None = meta.get("aliases")
+    if isinstance(value, str) and aliases:
+        if value in aliases:
+            return aliases[value]
+        names = ", ".join(aliases)
+        raise _ProblemError(f"{path}: must be one of {names} or a vector [dx, dy], got {value!r}")
+    if not isinstance(value, (list, tuple)) or len(value) != len(types):
+        what = "a vector [dx, dy]" if aliases else "a point [x, y]"
+        raise _ProblemError(f"{path}: must be {what}, got {value!r}")
+    return tuple(_check_value(path, v, t, meta) for v, t in zip(value, types, strict=True))
+
+
 def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
     """Build dataclass `cls` from `raw`, appending a line per problem; bad keys keep defaults."""
     if not isinstance(raw, dict):
@@ -119,12 +181,14 @@ def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
             problems.append(_unknown(path, key, fields))
             continue
         try:
-            if dataclasses.is_dataclass(hints[key]):
-                kwargs[key] = _build(hints[key], value, f"{path}{key}.", problems)
-            else:
-                kwargs[key] = _check_value(path + key, value, hints[key], fld.metadata)
+            kwargs[key] = _convert(path + key, value, hints[key], fld.metadata, problems)
         except _ProblemError as p:
             problems.append(str(p))
+        except _ReportedError:
+            pass
+    for name, fld in fields.items():
+        if fld.metadata.get("required") and name not in raw:
+            problems.append(f"{path}{name}: required key missing")
     return cls(**kwargs)
 
 
@@ -154,25 +218,78 @@ def _cross_checks(cfg: Config) -> Iterable[tuple[set[str], str]]:
             {"capture.source"},
             (f"capture.source: must start with picam://, replay:// or sim://, got {cap.source!r}"),
         )
+    yield from _signal_checks(cfg)
+    if cfg.tracker.low_score > cfg.tracker.high_score:
+        yield (
+            {"tracker.low_score", "tracker.high_score"},
+            f"tracker.low_score: must not exceed tracker.high_score ({cfg.tracker.high_score:g}), "
+            f"got {cfg.tracker.low_score:g}",
+        )
+    yield from zone_problems(cfg)
+
+
+def _signal_checks(cfg: Config) -> Iterable[tuple[set[str], str]]:
+    sig = cfg.signal
+    if sig.source == "serial" and not sig.serial_url:
+        yield (
+            {"signal.serial_url", "signal.source"},
+            "signal.serial_url: needed when signal.source = 'serial'",
+        )
+    if sig.source == "gpio" and sig.gpio_red_line < 0:
+        yield (
+            {"signal.gpio_red_line", "signal.source"},
+            "signal.gpio_red_line: needed when signal.source = 'gpio'",
+        )
+    if sig.gpio_amber_line >= 0 and sig.gpio_amber_line == sig.gpio_red_line:
+        yield (
+            {"signal.gpio_amber_line", "signal.gpio_red_line"},
+            f"signal.gpio_amber_line: must differ from signal.gpio_red_line, "
+            f"got {sig.gpio_amber_line} for both",
+        )
 
 
 # --- key lookup in the file, for error lines -------------------------------------------------
 
 _TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\- ]+?)\s*\]\s*(#.*)?$")
+_ARRAY_TABLE = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.\- ]+?)\s*\]\]\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+_LAST_PART = re.compile(r"(\[\d+\]|\.[^.\[]+)$")
 
 
 def key_lines(text: str) -> dict[str, int]:
-    """Map each `table.key` path in a TOML text to its 1-based line number (plain tables only)."""
+    """Map each `table.key` path in a TOML text to its 1-based line number.
+
+    Plain tables and arrays of tables (`[[zones.lanes]]` → `zones.lanes[0]`, `zones.lanes[1]`,
+    ...); a key inside an inline table or array is found through the key that holds it."""
     lines: dict[str, int] = {}
     table = ""
+    counts: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        if m := _TABLE.match(line):
+        if m := _ARRAY_TABLE.match(line):
+            name = m.group(1).replace(" ", "")
+            counts[name] = counts.get(name, -1) + 1
+            table = f"{name}[{counts[name]}]."
+            lines.setdefault(name, number)
+            lines[table.rstrip(".")] = number
+        elif m := _TABLE.match(line):
             table = m.group(1).replace(" ", "") + "."
             lines[table.rstrip(".")] = number
         elif m := _KEY.match(line):
             lines[table + m.group(1)] = number
     return lines
+
+
+def _enclosing(key: str) -> list[str]:
+    """`key` and the keys that hold it: `a.b[1].c`, `a.b[1]`, `a.b`, `a`."""
+    out = [key]
+    while (shorter := _LAST_PART.sub("", out[-1])) not in ("", out[-1]):
+        out.append(shorter)
+    return out
+
+
+def _line_of(key: str, where: Mapping[str, int]) -> int | None:
+    """The line of `key`, or of the nearest enclosing key or table that is in `where`."""
+    return next((where[k] for k in _enclosing(key) if k in where), None)
 
 
 def _locate(problems: list[str], text: str, name: str, set_keys: set[str]) -> list[str]:
@@ -181,10 +298,11 @@ def _locate(problems: list[str], text: str, name: str, set_keys: set[str]) -> li
     out = []
     for problem in problems:
         key = problem.split(":", 1)[0].split("/")[0]
-        if key in set_keys:
+        line = _line_of(key, where)
+        if set_keys.intersection(_enclosing(key)):
             out.append(f"{problem} (--set)")
-        elif name and key in where:
-            out.append(f"{problem} ({name} line {where[key]})")
+        elif name and line is not None:
+            out.append(f"{problem} ({name} line {line})")
         else:
             out.append(f"{problem} ({name})" if name else problem)
     return out
@@ -224,6 +342,11 @@ def apply_overrides(raw: Raw, overrides: Iterable[str]) -> Raw:
 # --- entry points ----------------------------------------------------------------------------
 
 
+def _touches(keys: set[str], bad_keys: set[str]) -> bool:
+    """Whether a cross-check that read `keys` read a key (or a part of one) already refused."""
+    return any(b == k or b.startswith((k + ".", k + "[")) for k in keys for b in bad_keys)
+
+
 def validate(raw: Raw) -> Config:
     """Migrate and validate a raw dict; raise ConfigError listing every problem."""
     problems: list[str] = []
@@ -234,7 +357,7 @@ def validate(raw: Raw) -> Config:
         raw = {k: v for k, v in raw.items() if k != "schema_version"}
     cfg = _build(Config, raw, "", problems)
     bad_keys = {problem.split(":", 1)[0] for problem in problems}
-    problems.extend(msg for keys, msg in _cross_checks(cfg) if not keys & bad_keys)
+    problems.extend(msg for keys, msg in _cross_checks(cfg) if not _touches(keys, bad_keys))
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -1,0 +1,1 @@
+"""Violations: plate tracking, zone geometry, the signal phase, and the rules."""

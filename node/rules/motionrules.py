@@ -1,0 +1,215 @@
+"""Rules about how a vehicle moves: against its lane, and too fast.
+
+Distances and speeds are on the road plane, in metres, through the zones' homography; the
+wrong-way rule may fall back to pixels when configured to. Speed comes from the speed trap
+(time between crossing its two lines) or from a robust straight-line fit of road position
+against time over the last `window_s` of the track; either way with its uncertainty.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from node.config import SpeedingConfig, WrongWayConfig
+from node.rules.crossrules import last_crossing
+from node.rules.vehicle import Finding, Measured, Samples, Vehicle, interpolate, support
+from node.rules.zones import Floats, Zones, crossing_fraction, side_of
+
+KMH = 3.6
+
+
+def lane_road_directions(zones: Zones) -> list[Floats]:
+    """Each lane's direction of travel on the road plane (unit), taken at its centroid."""
+    h = zones.homography
+    out = []
+    for lane in zones.lanes:
+        if h is None:
+            out.append(lane.direction)
+            continue
+        c = lane.polygon.mean(axis=0)
+        w = h.to_world(np.stack([c, c + 20.0 * lane.direction]))
+        d = w[1] - w[0]
+        out.append(d / float(np.hypot(*d)))
+    return out
+
+
+class WrongWayRule:
+    """The plate moves against its lane's direction for `min_distance_m` (on the road)."""
+
+    name = "wrong_way"
+
+    def __init__(self, cfg: WrongWayConfig, zones: Zones) -> None:
+        self.cfg, self.zones = cfg, zones
+        self.metres = zones.homography is not None
+        self.directions = lane_road_directions(zones)
+        self.counts: dict[str, int] = {}
+
+    def inactive(self) -> str | None:
+        if not self.cfg.enabled:
+            return "disabled (rules.wrong_way.enabled)"
+        if not self.zones.lanes:
+            return "no zones.lanes"
+        if not self.metres and not self.cfg.allow_pixels:
+            return "no zones.homography_points (and rules.wrong_way.allow_pixels is off)"
+        return None
+
+    def check(self, v: Vehicle) -> Finding | None:
+        a = v.samples
+        if not len(a) or a.lanes[-1] < 0:
+            return None
+        lane = int(a.lanes[-1])
+        idx = np.nonzero(a.lanes == lane)[0]
+        if len(idx) < self.cfg.min_frames:
+            return None
+        road = a.road[idx] if self.metres else a.points[idx]
+        progress = road @ self.directions[lane]
+        against = float(np.median(progress[:3]) - np.median(progress[-3:]))
+        wanted = self.cfg.min_distance_m if self.metres else self.cfg.min_distance_px
+        if against < wanted:
+            return None
+        m = Measured(lane=v.lane_name(lane), frames=len(idx))
+        if self.metres:
+            m = Measured(lane=m.lane, frames=m.frames, distance_m=against)
+        else:
+            m = Measured(lane=m.lane, frames=m.frames, distance_px=against)
+        at = len(a) - 1
+        conf = support(a.scores[idx], len(idx), self.cfg.min_frames)
+        return Finding(at, int(a.mono_ns[at]), int(a.utc_ns[at]), m, conf)
+
+
+def fit_speed(t: Floats, road: Floats, pos_sigma: Floats) -> tuple[float, float] | None:
+    """(speed, its standard deviation) in m/s from positions (N, 2) at times t (N,).
+
+    Least squares, refitted once without points more than 3 robust sigmas off the line. The
+    position noise along the direction of travel is the residuals' or, if larger, `pos_sigma`
+    (pixel quantisation on the road); the speed's sigma is the slope's standard error."""
+    keep = np.ones(len(t), dtype=bool)
+    for _ in range(2):
+        tt, rr, ps = t[keep], road[keep], pos_sigma[keep]
+        tc = tt - tt.mean()
+        stt = float(tc @ tc)
+        if len(tt) < 3 or stt <= 0:
+            return None
+        slope = (tc @ (rr - rr.mean(axis=0))) / stt
+        resid = rr - rr.mean(axis=0) - tc[:, None] * slope
+        r = np.hypot(resid[:, 0], resid[:, 1])
+        inliers = r <= max(3.0 * 1.4826 * float(np.median(r)), 3.0 * float(ps.mean()))
+        if inliers.all():
+            break
+        keep[np.nonzero(keep)[0][~inliers]] = False
+    speed = float(np.hypot(*slope))
+    along = resid @ (slope / speed if speed > 0 else np.array([0.0, 1.0]))
+    noise2 = max(float(along @ along) / max(1, len(tt) - 2), float((ps**2).mean()))
+    return speed, math.sqrt(noise2 / stt)
+
+
+class SpeedReading(NamedTuple):
+    at: int  # the sample the reading is placed at
+    mono_ns: int
+    utc_ns: int
+    speed: float  # m/s
+    sigma: float  # m/s
+    used: int  # samples (fit) or frames between the lines (trap)
+    method: str
+
+
+class SpeedingRule:
+    """Faster than the lane's limit plus `tolerance_kmh`, measured sure enough."""
+
+    name = "speeding"
+
+    def __init__(self, cfg: SpeedingConfig, zones: Zones) -> None:
+        self.cfg, self.zones = cfg, zones
+        trap, h = zones.speed_trap is not None, zones.homography is not None
+        auto = "trap" if trap else "homography" if h else None
+        self.method = auto if cfg.method == "auto" else cfg.method
+        self.counts = {"too_unsure": 0}
+
+    def inactive(self) -> str | None:
+        if not self.cfg.enabled:
+            return "disabled (rules.speeding.enabled)"
+        if self.method is None:
+            return "no zones.speed_trap and no zones.homography_points"
+        if self.method == "trap" and self.zones.speed_trap is None:
+            return "rules.speeding.method = trap, but no zones.speed_trap"
+        if self.method == "homography" and self.zones.homography is None:
+            return "rules.speeding.method = homography, but no zones.homography_points"
+        return None
+
+    def limit(self, lane: int) -> float:
+        return self.zones.lanes[lane].speed_limit_kmh if lane >= 0 else self.cfg.default_limit_kmh
+
+    def check(self, v: Vehicle) -> Finding | None:
+        if self.method == "homography" and self.zones.homography is not None:
+            reading = self._fitted(v.samples)
+        else:
+            reading = self._trapped(v) if self.method == "trap" else None
+        return None if reading is None else self._judge(v, reading)
+
+    def _judge(self, v: Vehicle, r: SpeedReading) -> Finding | None:
+        a = v.samples
+        kmh, sigma = r.speed * KMH, r.sigma * KMH
+        lane = int(a.lanes[r.at])
+        limit = self.limit(lane)
+        if kmh <= limit + self.cfg.tolerance_kmh:
+            return None
+        if sigma > self.cfg.max_sigma_kmh:
+            self.counts["too_unsure"] += 1
+            return None
+        m = Measured(
+            lane=v.lane_name(lane),
+            speed_kmh=kmh,
+            speed_sigma_kmh=sigma,
+            limit_kmh=limit,
+            method=r.method,
+            frames=r.used,
+        )
+        sure = 1.0 - 0.5 * sigma / self.cfg.max_sigma_kmh
+        conf = support(a.scores, r.used, self.cfg.min_frames) * sure
+        return Finding(r.at, r.mono_ns, r.utc_ns, m, conf)
+
+    def _fitted(self, a: Samples) -> SpeedReading | None:
+        """The speed fitted over the last `window_s`, placed at the window's middle sample."""
+        if not len(a):
+            return None
+        idx = np.nonzero(a.mono_ns >= a.mono_ns[-1] - self.cfg.window_s * 1e9)[0]
+        t = a.seconds()[idx]
+        if len(idx) < self.cfg.min_frames or t[-1] - t[0] < self.cfg.window_s / 2:
+            return None
+        fit = fit_speed(t, a.road[idx], self.cfg.pixel_sigma * a.m_per_px[idx])
+        if fit is None:
+            return None
+        at = int(idx[len(idx) // 2])
+        mono, utc = int(a.mono_ns[at]), int(a.utc_ns[at])
+        return SpeedReading(at, mono, utc, *fit, len(idx), "homography")
+
+    def _trapped(self, v: Vehicle) -> SpeedReading | None:
+        """The speed from the newest crossings of both trap lines, once per pair."""
+        trap, a = self.zones.speed_trap, v.samples
+        if trap is None or len(a) < 2:
+            return None
+        times = []
+        for line in (trap.line_a, trap.line_b):
+            k, _ = last_crossing(a, line.a, line.b)
+            if k < 0:
+                return None
+            frac = float(crossing_fraction(line.a, line.b, a.points[k], a.points[k + 1])[0])
+            s = side_of(line.a, line.b, a.points[k : k + 2])
+            dt = (a.mono_ns[k + 1] - a.mono_ns[k]) / 1e9
+            across = abs(float(s[1] - s[0])) / dt if dt > 0 else 0.0  # px/s across the line
+            sigma_t = self.cfg.pixel_sigma / across if across > 0 else math.inf
+            times.append((k, *interpolate(a, k, frac), sigma_t))
+        (ka, ma, _, sa), (kb, mb, _, sb) = times
+        last = max(ka, kb)
+        if v.judged.get(self.name) == int(a.seq[last + 1]) or ma == mb:
+            return None
+        v.judged[self.name] = int(a.seq[last + 1])
+        span = abs(mb - ma) / 1e9
+        speed = trap.distance_m / span
+        k, mono, utc, _ = times[0] if ka > kb else times[1]
+        return SpeedReading(
+            k + 1, mono, utc, speed, speed * math.hypot(sa, sb) / span, abs(kb - ka) + 1, "trap"
+        )

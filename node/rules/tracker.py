@@ -1,0 +1,247 @@
+"""Stable ids for plates across frames: Kalman prediction and ByteTrack-style association.
+
+Each frame, every track's box is predicted to the frame's time. Detections are split by
+score: sure ones (`high_score`) are matched first against confirmed and lost tracks, weak
+ones (`low_score`..`high_score`) then only extend confirmed tracks that are still unmatched,
+and what is left of the sure ones is matched against tentative tracks; a sure detection that
+matches nothing starts a tentative track. A pairing is made by IoU with the predicted box
+(greedy, best first) or, when the boxes do not overlap at all (a small plate moving fast),
+by the distance between centres, within `centre_gate` plate sizes plus three standard
+deviations of the prediction, nearest first.
+
+A tentative track is confirmed after `min_hits` matched frames and dropped the first frame
+it misses. A confirmed track that misses a frame is `lost`, keeps being predicted, and ends
+after `max_missed` frames without a match.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from node.config import TrackerConfig
+from node.infer.detector import Detection, FrameDetections
+from node.rules.kalman import BoxFilters, box_sizes, xyxy_to_cxcywh
+
+Box = tuple[float, float, float, float]
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.intp]
+Pairs = list[tuple[int, int]]
+
+TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
+MAX_SCALE_CHANGE = 2.0  # a centre-gated pairing may not change the plate size more than this
+MAX_DT_S = 2.0  # a longer gap between frames is predicted as this long
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A track's detection in one frame (box in main-stream pixels)."""
+
+    seq: int
+    mono_ns: int
+    utc_ns: int
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True)
+class Track:
+    """A snapshot of one track after a frame."""
+
+    id: int
+    state: str  # TENTATIVE, CONFIRMED or LOST
+    history: tuple[Observation, ...]  # the last `history` matched detections, oldest first
+    velocity: tuple[float, float]  # of the box centre, pixels per second
+    box: Box  # the filter's estimate for this frame (a prediction when missed)
+    hits: int  # frames matched in all
+    missed: int  # frames missed since the last match
+
+    @property
+    def last(self) -> Observation:
+        return self.history[-1]
+
+
+@dataclass
+class _Book:
+    """What the tracker keeps per track besides its filter row."""
+
+    id: int
+    history: deque[Observation]
+    state: str = TENTATIVE
+    hits: int = 1
+    missed: int = 0
+
+
+def iou_matrix(a: Floats, b: Floats) -> Floats:
+    """IoU of every box in `a` (T, 4) with every box in `b` (D, 4), as (T, D)."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.asarray(np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0))
+
+
+def greedy(score: Floats, allowed: npt.NDArray[np.bool_], best_high: bool = True) -> Pairs:
+    """Pairs (row, col) taken best score first, each row and column at most once."""
+    rows, cols = np.nonzero(allowed)
+    order = np.argsort(-score[rows, cols] if best_high else score[rows, cols], kind="stable")
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    pairs: Pairs = []
+    for r, c in zip(rows[order].tolist(), cols[order].tolist(), strict=True):
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+class Tracker:
+    """Turns each frame's detections into tracks with stable ids (see the module docstring)."""
+
+    def __init__(self, cfg: TrackerConfig, utc_offset_ns: int | None = None) -> None:
+        self.cfg = cfg
+        self._kf = BoxFilters()
+        self._books: list[_Book] = []
+        self._ids = itertools.count(1)
+        self._last_mono: int | None = None
+        # for frames that come without a wall-clock time: utc = mono + offset
+        self._utc_offset = (
+            time.time_ns() - time.monotonic_ns() if utc_offset_ns is None else utc_offset_ns
+        )
+        self.counts = {"frames": 0, "created": 0, "confirmed": 0, "ended": 0, "untracked": 0}
+
+    def update(self, frame: FrameDetections, utc_ns: int | None = None) -> list[Track]:
+        """Feed one frame's detections; the tracks after it (tentative, confirmed and lost)."""
+        self.counts["frames"] += 1
+        dt = 0.0 if self._last_mono is None else (frame.mono_ns - self._last_mono) / 1e9
+        self._last_mono = frame.mono_ns
+        self._kf.predict(min(max(dt, 0.0), MAX_DT_S))
+        utc = frame.mono_ns + self._utc_offset if utc_ns is None else utc_ns
+        dets = [d for d in frame.detections if d.score >= self.cfg.low_score]
+        matches, fresh = self._associate(dets)
+        rows = np.array([r for r, _ in matches], dtype=np.intp)
+        self._kf.update(rows, np.array([dets[d].box for _, d in matches]).reshape(-1, 4))
+        for r, d in matches:
+            det = dets[d]
+            self._books[r].history.append(
+                Observation(frame.seq, frame.mono_ns, utc, det.box, det.score)
+            )
+        self._age([r for r, _ in matches])
+        self._start([dets[d] for d in fresh], frame, utc)
+        return self.tracks()
+
+    def tracks(self) -> list[Track]:
+        boxes, vel = self._kf.boxes(), self._kf.x[:, 4:6]
+        return [
+            Track(
+                b.id,
+                b.state,
+                tuple(b.history),
+                (float(vel[i, 0]), float(vel[i, 1])),
+                (float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
+                b.hits,
+                b.missed,
+            )
+            for i, b in enumerate(self._books)
+        ]
+
+    def stats(self) -> dict[str, int]:
+        live = {s: sum(b.state == s for b in self._books) for s in (TENTATIVE, CONFIRMED, LOST)}
+        return {**self.counts, **{f"tracks_{state}": n for state, n in live.items()}}
+
+    # --- association -----------------------------------------------------------------------
+
+    def _associate(self, dets: list[Detection]) -> tuple[Pairs, list[int]]:
+        """(track row, detection index) pairs, and the sure detections left unmatched."""
+        cfg = self.cfg
+        states = [b.state for b in self._books]
+        high = [i for i, d in enumerate(dets) if d.score >= cfg.high_score]
+        low = [i for i, d in enumerate(dets) if d.score < cfg.high_score]
+        boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
+        fed = [r for r, s in enumerate(states) if s != TENTATIVE]
+        matches = self._match(fed, high, boxes, cfg.match_iou)
+        taken_r = {r for r, _ in matches}
+        rest = [r for r in fed if r not in taken_r and states[r] == CONFIRMED]
+        matches += self._match(rest, low, boxes, cfg.low_match_iou)
+        taken_d = {d for _, d in matches}
+        high_left = [d for d in high if d not in taken_d]
+        tentative = [r for r, s in enumerate(states) if s == TENTATIVE]
+        new = self._match(tentative, high_left, boxes, cfg.match_iou)
+        taken_d |= {d for _, d in new}
+        return matches + new, [d for d in high_left if d not in taken_d]
+
+    def _match(self, rows: list[int], cols: list[int], boxes: Floats, min_iou: float) -> Pairs:
+        """Greedy by IoU with the predicted boxes, then by centre distance for the rest."""
+        if not rows or not cols:
+            return []
+        r, c = np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
+        pred, det = self._kf.boxes()[r], boxes[c]
+        iou = iou_matrix(pred, det)
+        pairs = greedy(iou, iou >= min_iou)
+        left_r = np.setdiff1d(np.arange(len(r)), [p for p, _ in pairs])
+        left_c = np.setdiff1d(np.arange(len(c)), [q for _, q in pairs])
+        if len(left_r) and len(left_c):
+            ratio = self._gate_ratio(r[left_r], det[left_c])
+            near = greedy(ratio, ratio <= 1.0, best_high=False)
+            pairs += [(int(left_r[i]), int(left_c[j])) for i, j in near]
+        return [(rows[i], cols[j]) for i, j in pairs]
+
+    def _gate_ratio(self, rows: Ints, det: Floats) -> Floats:
+        """Centre distance over the gate radius for each (track, detection); > 1 = outside.
+
+        Pairs whose plate size differs by more than `MAX_SCALE_CHANGE` are outside."""
+        pred = xyxy_to_cxcywh(self._kf.boxes()[rows])
+        obs = xyxy_to_cxcywh(det)
+        ps, ds = box_sizes(pred), box_sizes(obs)
+        radius = self.cfg.centre_gate * ps + 3.0 * self._kf.centre_sigma()[rows]
+        dist = np.hypot(pred[:, None, 0] - obs[None, :, 0], pred[:, None, 1] - obs[None, :, 1])
+        scale = ds[None, :] / ps[:, None]
+        ok = (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)
+        return np.asarray(np.where(ok, dist / radius[:, None], np.inf))
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def _age(self, matched: list[int]) -> None:
+        """Count hits and misses; confirm, lose and end tracks."""
+        hit = set(matched)
+        keep = np.ones(len(self._books), dtype=bool)
+        for r, b in enumerate(self._books):
+            if r in hit:
+                b.hits, b.missed = b.hits + 1, 0
+                if b.state != CONFIRMED and b.hits >= self.cfg.min_hits:
+                    self.counts["confirmed"] += b.state == TENTATIVE
+                    b.state = CONFIRMED
+            elif b.state == TENTATIVE:
+                keep[r] = False
+            else:
+                b.missed += 1
+                b.state = LOST
+                if b.missed > self.cfg.max_missed:
+                    keep[r] = False
+                    self.counts["ended"] += 1
+        self._kf.keep(keep)
+        self._books = [b for b, k in zip(self._books, keep.tolist(), strict=True) if k]
+
+    def _start(self, dets: list[Detection], frame: FrameDetections, utc: int) -> None:
+        room = max(0, self.cfg.max_tracks - len(self._books))
+        self.counts["untracked"] += max(0, len(dets) - room)
+        dets = sorted(dets, key=lambda d: -d.score)[:room]
+        if not dets:
+            return
+        self._kf.add(np.array([d.box for d in dets], dtype=np.float64))
+        for d in dets:
+            obs = Observation(frame.seq, frame.mono_ns, utc, d.box, d.score)
+            book = _Book(next(self._ids), deque([obs], maxlen=self.cfg.history))
+            if self.cfg.min_hits <= 1:
+                book.state = CONFIRMED
+                self.counts["confirmed"] += 1
+            self._books.append(book)
+            self.counts["created"] += 1

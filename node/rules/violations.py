@@ -1,0 +1,198 @@
+"""Violations from tracks: the four rules, once per vehicle each, with their evidence.
+
+`ViolationRules.update(tracks, frame, signal_state)` is called once per frame after the
+tracker. Confirmed tracks become vehicles; a new track that starts within `reid_window_s` of
+where a vanished vehicle was heading (within `reid_gate` plate sizes of its predicted
+position) continues that vehicle, so a plate lost behind a bus is not a second offender.
+Each rule fires at most once per vehicle. Confidence is the mean plate score of the samples
+a finding rests on, scaled down when fewer than twice the rule's minimum back it (and, for
+speed, by how unsure the measurement is).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from node.capture.frame import Frame
+from node.config import RulesConfig
+from node.rules.crossrules import RedLightRule, SolidLineRule
+from node.rules.motionrules import SpeedingRule, WrongWayRule
+from node.rules.signal import SignalLog, SignalState
+from node.rules.tracker import CONFIRMED, Observation, Track
+from node.rules.vehicle import Finding, Measured, Vehicle, place
+from node.rules.zones import Box, Zones, plate_points
+
+NAMESPACE = uuid.UUID("5b0d7d64-3f0e-4a53-9a4c-2f7f1d1c9e10")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One offence by one vehicle, with what evidence needs to prove it."""
+
+    id: str  # uuid5 of rule, vehicle and time: the same offence always gets the same id
+    rule: str  # red_light, solid_line, wrong_way, speeding
+    track_id: int  # the vehicle's id (its first track's)
+    plate_boxes: tuple[tuple[int, Box], ...]  # (seq, plate box in main pixels), oldest first
+    utc_ns: int  # when the offence happened (interpolated between frames)
+    mono_ns: int
+    seq_before: int  # keep frames seq_before..seq_after from the ring; seq_at shows it
+    seq_at: int
+    seq_after: int
+    measured: Measured
+    confidence: float  # 0..1
+
+
+class Rule(Protocol):
+    name: str
+    counts: dict[str, int]  # what the rule saw that was not an offence, by reason
+
+    def inactive(self) -> str | None: ...
+
+    def check(self, v: Vehicle) -> Finding | None: ...
+
+
+class ViolationRules:
+    """The rules of one camera (see the module docstring)."""
+
+    def __init__(self, cfg: RulesConfig, zones: Zones) -> None:
+        self.cfg, self.zones = cfg, zones
+        self.signal_log = SignalLog()
+        self.red_light = RedLightRule(cfg.red_light, zones, self.signal_log)
+        self.rules: list[Rule] = [
+            self.red_light,
+            SolidLineRule(cfg.solid_line, zones),
+            WrongWayRule(cfg.wrong_way, zones),
+            SpeedingRule(cfg.speeding, zones),
+        ]
+        self.active = [r for r in self.rules if r.inactive() is None]
+        self.vehicles: dict[int, Vehicle] = {}  # by track id (several ids may share one)
+        self.counts = {r.name: 0 for r in self.rules}
+        self.merged = 0
+        self._signal: SignalState | None = None
+
+    def update(self, tracks: list[Track], frame: Frame, signal: SignalState) -> list[Violation]:
+        """Feed one frame's tracks; the violations found in it."""
+        self._signal = signal
+        self.signal_log.add(frame.mono_ns, signal)
+        live = {t.id for t in tracks}
+        matched = {t.id for t in tracks if t.state == CONFIRMED}
+        for v in set(self.vehicles.values()):
+            if v.ended_ns is None and not v.ids & live:
+                v.ended_ns = frame.mono_ns
+        news: list[tuple[Vehicle, list[Observation]]] = []
+        for t in tracks:
+            if t.state != CONFIRMED:
+                continue
+            v = self.vehicles.get(t.id) or self._vehicle_for(t, matched)
+            v.velocity = t.velocity
+            v.ended_ns = None
+            if new := [o for o in t.history if o.seq > v.last_seq]:
+                news.append((v, new))
+        placed = place(self.zones, [o for _, new in news for o in new])
+        start = 0
+        for v, new in news:
+            v.samples = v.samples.then(placed.part(slice(start, start + len(new))))
+            start += len(new)
+        found = [x for v, _ in news for x in self._judge(v)]
+        self._forget(frame.mono_ns)
+        return found
+
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for r in self.rules:
+            reason = r.inactive()
+            if reason is None and r is self.red_light and self._signal_reason():
+                reason = self._signal_reason()
+            out[r.name] = "active" if reason is None else f"inactive: {reason}"
+        out["violations"] = dict(self.counts)
+        out["vehicles"] = len(set(self.vehicles.values()))
+        out["merged_tracks"] = self.merged
+        out["rule_counts"] = {r.name: dict(r.counts) for r in self.rules}
+        return out
+
+    def _signal_reason(self) -> str | None:
+        s = self._signal
+        if s is None:
+            return "no signal state yet"
+        return None if s.known else s.reason or "signal phase unknown"
+
+    # --- vehicles --------------------------------------------------------------------------
+
+    def _vehicle_for(self, t: Track, matched: set[int]) -> Vehicle:
+        """The vanished vehicle this new track continues, or a new vehicle."""
+        v = self._reidentify(t, matched)
+        if v is None:
+            v = Vehicle(t.id, tuple(lane.name for lane in self.zones.lanes))
+        else:
+            self.merged += 1
+        v.ids.add(t.id)
+        self.vehicles[t.id] = v
+        return v
+
+    def _reidentify(self, t: Track, matched: set[int]) -> Vehicle | None:
+        """A vehicle that was not seen this frame (its tracks ended or lost), last seen before
+        `t` began and within the window, whose predicted position is nearest `t`'s start."""
+        first = t.history[0]
+        x, y = plate_points([first.box])[0]
+        best, best_d = None, np.inf
+        for v in set(self.vehicles.values()):
+            if v.ids & matched or not len(v.samples):
+                continue
+            s = v.samples
+            gap = (first.mono_ns - int(s.mono_ns[-1])) / 1e9
+            if not 0 < gap <= self.cfg.reid_window_s:
+                continue
+            px, py = s.points[-1] + np.multiply(v.velocity, gap)
+            x0, y0, x1, y1 = s.boxes[-1]
+            d = float(np.hypot(x - px, y - py)) / float(np.sqrt(max(1.0, (x1 - x0) * (y1 - y0))))
+            if d <= self.cfg.reid_gate and d < best_d:
+                best, best_d = v, d
+        return best
+
+    def _forget(self, now_ns: int) -> None:
+        horizon = now_ns - round(self.cfg.reid_window_s * 1e9)
+        for tid, v in list(self.vehicles.items()):
+            if v.ended_ns is not None and v.ended_ns < horizon:
+                del self.vehicles[tid]
+
+    # --- judging ---------------------------------------------------------------------------
+
+    def _judge(self, v: Vehicle) -> list[Violation]:
+        out = []
+        for rule in self.active:
+            if rule.name in v.fired:
+                continue
+            finding = rule.check(v)
+            if finding is not None:
+                v.fired.add(rule.name)
+                self.counts[rule.name] += 1
+                out.append(self._violation(rule.name, v, finding))
+        return out
+
+    def _violation(self, rule: str, v: Vehicle, f: Finding) -> Violation:
+        s = v.samples
+        seq_at = int(s.seq[f.at])
+        before = seq_at - self.cfg.evidence_frames_before
+        boxes = tuple(
+            (seq, (b[0], b[1], b[2], b[3]))
+            for seq, b in zip(s.seq.tolist(), s.boxes.tolist(), strict=True)
+            if seq >= before
+        )
+        vid = uuid.uuid5(NAMESPACE, f"{rule}/{v.root}/{f.utc_ns}")
+        return Violation(
+            str(vid),
+            rule,
+            v.root,
+            boxes,
+            f.utc_ns,
+            f.mono_ns,
+            max(0, before),
+            seq_at,
+            seq_at + self.cfg.evidence_frames_after,
+            f.measured,
+            round(min(1.0, max(0.0, f.confidence)), 3),
+        )

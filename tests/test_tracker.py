@@ -1,0 +1,177 @@
+"""Tracker: ids stay with their plates through crossings, occlusions, weaving and crowds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+
+from node.config import TrackerConfig
+from node.infer.detector import Detection, FrameDetections
+from node.rules.tracker import CONFIRMED, LOST, TENTATIVE, Track, Tracker, greedy, iou_matrix
+
+FRAME_NS = 100_000_000  # 10 fps
+Centre = tuple[float, float]
+
+
+def frame(seq: int, plates: Sequence[tuple[float, float, float, float, float]]) -> FrameDetections:
+    """Detections from (cx, cy, w, h, score) tuples."""
+    dets = tuple(
+        Detection((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), s) for cx, cy, w, h, s in plates
+    )
+    return FrameDetections(seq, 1_000_000_000 + seq * FRAME_NS, dets)
+
+
+def run(
+    tracker: Tracker, n: int, plates: Callable[[int], Sequence[tuple[float, ...]]]
+) -> list[list[Track]]:
+    out = []
+    for seq in range(n):
+        got = plates(seq)
+        out.append(tracker.update(frame(seq, [(p[0], p[1], p[2], p[3], p[4]) for p in got])))
+    return out
+
+
+def ids_along(tracks_per_frame: list[list[Track]], near: Callable[[int], Centre]) -> set[int]:
+    """Ids of the confirmed tracks whose newest detection is at `near(seq)`, over all frames."""
+    ids = set()
+    for seq, tracks in enumerate(tracks_per_frame):
+        cx, cy = near(seq)
+        for t in tracks:
+            x0, y0, x1, y1 = t.last.box
+            here = abs((x0 + x1) / 2 - cx) < 1e-6 and abs((y0 + y1) / 2 - cy) < 1e-6
+            if t.state == CONFIRMED and t.last.seq == seq and here:
+                ids.add(t.id)
+    return ids
+
+
+def test_iou_and_greedy() -> None:
+    a = np.array([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0]])
+    b = np.array([[5.0, 0.0, 15.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    iou = iou_matrix(a, b)
+    assert iou[0].tolist() == pytest.approx([50 / 150, 1.0])
+    assert iou[1].tolist() == [0.0, 0.0]
+    assert greedy(iou, iou > 0.2) == [(0, 1)]
+    score = np.array([[0.9, 0.8], [0.85, 0.1]])
+    assert greedy(score, score > 0) == [(0, 0), (1, 1)]  # greedy, not optimal: by design
+
+
+def test_two_plates_crossing_paths_keep_their_ids() -> None:
+    def a(seq: int) -> Centre:
+        return (100.0 + 30.0 * seq, 500.0 + 2.0 * seq)
+
+    def b(seq: int) -> Centre:
+        return (700.0 - 30.0 * seq, 530.0 - 2.0 * seq)
+
+    tracker = Tracker(TrackerConfig())
+    frames = run(tracker, 21, lambda s: [(*a(s), 40, 30, 0.9), (*b(s), 40, 30, 0.9)])
+    ids_a, ids_b = ids_along(frames, a), ids_along(frames, b)
+    assert len(ids_a) == 1
+    assert len(ids_b) == 1
+    assert ids_a != ids_b
+    assert {t.id for t in frames[-1]} == ids_a | ids_b
+    (ta,) = [t for t in frames[-1] if t.id in ids_a]
+    assert ta.velocity[0] == pytest.approx(300.0, rel=0.1)  # 30 px a frame at 10 fps
+
+
+def test_occlusion_of_three_frames_is_survived() -> None:
+    def plate(seq: int) -> list[tuple[float, ...]]:
+        hidden = 8 <= seq < 11
+        return [] if hidden else [(300.0 + 12.0 * seq, 600.0 - 15.0 * seq, 30, 22, 0.8)]
+
+    tracker = Tracker(TrackerConfig(max_missed=5))
+    frames = run(tracker, 20, plate)
+    assert [t.state for t in frames[9]] == [LOST]
+    assert frames[9][0].missed == 2
+    assert {t.id for f in frames[3:] for t in f} == {1}
+    assert frames[-1][0].state == CONFIRMED
+    assert [o.seq for o in frames[-1][0].history if 7 <= o.seq <= 11] == [7, 11]
+
+
+def test_a_plate_gone_longer_than_max_missed_ends() -> None:
+    def plate(seq: int) -> list[tuple[float, ...]]:
+        return [] if 5 <= seq < 9 else [(300.0, 600.0, 30, 22, 0.8)]
+
+    tracker = Tracker(TrackerConfig(max_missed=3))
+    frames = run(tracker, 12, plate)
+    assert [t.id for t in frames[7]] == [1]  # missed 3: still lost
+    assert frames[8] == []  # missed 4 > max_missed: ended
+    assert [(t.id, t.state) for t in frames[9]] == [(2, TENTATIVE)]
+    assert tracker.stats()["ended"] == 1
+
+
+def test_several_small_plates_abreast_do_not_swap() -> None:
+    rng = np.random.default_rng(3)
+    lanes = [500.0 + 28.0 * k for k in range(6)]
+
+    def centre(k: int, seq: int) -> Centre:
+        weave = 5.0 * math.sin(0.7 * seq + k)  # motorbikes weaving, small plates 12x9
+        return (lanes[k] + weave, 900.0 - 22.0 * seq)
+
+    def plates(seq: int) -> list[tuple[float, ...]]:
+        out: list[tuple[float, ...]] = []
+        for k in rng.permutation(len(lanes)).tolist():  # detection order means nothing
+            cx, cy = centre(k, seq)
+            jitter = rng.normal(0.0, 0.7, 2)
+            out.append((cx + jitter[0], cy + jitter[1], 12.0, 9.0, 0.7))
+        return out
+
+    tracker = Tracker(TrackerConfig())
+    frames = run(tracker, 30, plates)
+    final = frames[-1]
+    assert len(final) == len(lanes)
+    assert all(t.state == CONFIRMED and t.hits == 30 for t in final)
+    for t in final:  # every detection of a track came from one plate
+        xs = [(o.box[0] + o.box[2]) / 2 for o in t.history]
+        k = int(np.argmin([abs(xs[0] - x) for x in lanes]))
+        assert all(abs(x - lanes[k]) < 8.0 for x in xs), (t.id, xs)
+
+
+def test_fast_small_plate_is_followed_when_boxes_never_overlap() -> None:
+    tracker = Tracker(TrackerConfig())
+    frames = run(tracker, 15, lambda s: [(960.0 + 3 * s, 1000.0 - 40.0 * s, 14, 10, 0.9)])
+    assert [t.id for t in frames[-1]] == [1]
+    assert frames[-1][0].hits == 15
+    assert frames[-1][0].velocity[1] == pytest.approx(-400.0, rel=0.05)
+
+
+def test_weak_detections_extend_tracks_but_start_none() -> None:
+    def plate(seq: int) -> list[tuple[float, ...]]:
+        score = 0.3 if 5 <= seq < 10 else 0.9  # a plate that goes into shade
+        return [(400.0, 700.0 - 10.0 * seq, 30, 22, score), (1500.0, 300.0, 30, 22, 0.3)]
+
+    tracker = Tracker(TrackerConfig())
+    frames = run(tracker, 14, plate)
+    assert [(t.id, t.state, t.hits) for t in frames[-1]] == [(1, CONFIRMED, 14)]
+    assert tracker.stats()["created"] == 1
+
+
+def test_tentative_tracks_confirm_after_min_hits_and_die_on_a_miss() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=3))
+    frames = run(tracker, 4, lambda s: [(400.0, 500.0, 30, 22, 0.9)] if s < 2 else [])
+    assert [t.state for t in frames[0]] == [TENTATIVE]
+    assert [t.state for t in frames[1]] == [TENTATIVE]
+    assert frames[2] == []
+    frames = run(tracker, 3, lambda s: [(400.0, 500.0, 30, 22, 0.9)])
+    assert [(t.state, t.hits) for t in frames[-1]] == [(CONFIRMED, 3)]
+
+
+def test_history_is_bounded_and_stamped() -> None:
+    tracker = Tracker(TrackerConfig(history=8), utc_offset_ns=5)
+    frames = run(tracker, 30, lambda s: [(400.0, 900.0 - 5.0 * s, 30, 22, 0.9)])
+    (t,) = frames[-1]
+    assert len(t.history) == 8
+    assert [o.seq for o in t.history] == list(range(22, 30))
+    assert t.last.utc_ns == t.last.mono_ns + 5
+    assert t.last.score == 0.9
+    tracker.update(frame(30, [(400.0, 750.0, 30, 22, 0.9)]), utc_ns=123)
+    assert tracker.tracks()[0].last.utc_ns == 123
+
+
+def test_max_tracks_caps_new_tracks() -> None:
+    tracker = Tracker(TrackerConfig(max_tracks=2))
+    tracks = tracker.update(frame(0, [(100.0 * k, 500.0, 30, 22, 0.9) for k in range(1, 5)]))
+    assert len(tracks) == 2
+    assert tracker.stats()["untracked"] == 2

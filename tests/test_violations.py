@@ -1,0 +1,280 @@
+"""Violation rules on scripted tracks: each fires once with the right figures, and only then."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from node.capture.frame import ArrayRef, Frame
+from node.config import (
+    LaneConfig,
+    RedLightConfig,
+    RulesConfig,
+    SpeedingConfig,
+    SpeedTrapConfig,
+    WrongWayConfig,
+    ZonesConfig,
+)
+from node.rules.signal import AMBER, GREEN, RED, SignalState, unknown
+from node.rules.tracker import CONFIRMED, LOST, Observation, Track
+from node.rules.violations import Violation, ViolationRules
+from node.rules.zones import Zones
+
+FRAME_NS = 100_000_000  # 10 fps
+UTC0 = 1_750_000_000_000_000_000
+Path = dict[int, tuple[float, float]]  # seq → plate bottom-centre (x, y)
+Signal = Callable[[int], SignalState]
+
+# A straight road seen from above, to keep the numbers easy: 100 px a metre across,
+# 20 px a metre along; traffic goes up the image. Stop line at y = 500, a solid line
+# between the lanes below it, speed trap lines at y = 800 and 600 (10 m apart).
+ZONES = ZonesConfig(
+    stop_line=((200.0, 500.0), (1700.0, 500.0)),
+    lanes=(
+        LaneConfig(
+            "left",
+            ((200.0, 100.0), (950.0, 100.0), (950.0, 1000.0), (200.0, 1000.0)),
+            (0.0, -1.0),
+            50.0,
+        ),
+        LaneConfig(
+            "right",
+            ((950.0, 100.0), (1700.0, 100.0), (1700.0, 1000.0), (950.0, 1000.0)),
+            (0.0, -1.0),
+            60.0,
+        ),
+    ),
+    solid_lines=(((950.0, 1000.0), (950.0, 550.0)),),
+    homography_points=((200.0, 1000.0), (1700.0, 1000.0), (1700.0, 100.0), (200.0, 100.0)),
+    homography_world_m=((0.0, 0.0), (15.0, 0.0), (15.0, 45.0), (0.0, 45.0)),
+)
+TRAP = SpeedTrapConfig(((200.0, 800.0), (1700.0, 800.0)), ((200.0, 600.0), (1700.0, 600.0)), 10.0)
+
+
+def phase(name: str, since_seq: int = -100) -> Signal:
+    return lambda seq: SignalState(name, (seq - since_seq) / 10, 0.0, False, "test")
+
+
+def red_from(seq0: int) -> Signal:
+    return lambda seq: phase(RED, seq0)(seq) if seq >= seq0 else phase(GREEN)(seq)
+
+
+def straight(x: float, y: float, dx: float, dy: float, seqs: range) -> Path:
+    """Moving dx, dy pixels a frame, from (x, y) at the first seq."""
+    return {s: (x + dx * (s - seqs[0]), y + dy * (s - seqs[0])) for s in seqs}
+
+
+def frame(seq: int) -> Frame:
+    img = np.zeros((2, 2, 3), np.uint8)
+    return Frame(seq, seq * FRAME_NS, UTC0 + seq * FRAME_NS, img, ArrayRef(img))
+
+
+def track_at(tid: int, path: Path, seq: int, max_missed: int = 3) -> Track | None:
+    """The tracker's view of a scripted plate at frame `seq` (40x20 plate boxes)."""
+    seen = sorted(s for s in path if s <= seq)
+    if not seen or seq - seen[-1] > max_missed:
+        return None
+    obs = tuple(
+        Observation(s, s * FRAME_NS, UTC0 + s * FRAME_NS, _box(*path[s]), 0.9) for s in seen[-64:]
+    )
+    v = (0.0, 0.0)
+    if len(seen) > 1:
+        (x0, y0), (x1, y1) = path[seen[-2]], path[seen[-1]]
+        gap = (seen[-1] - seen[-2]) / 10
+        v = ((x1 - x0) / gap, (y1 - y0) / gap)
+    state = CONFIRMED if seen[-1] == seq else LOST
+    return Track(tid, state, obs, v, obs[-1].box, len(seen), seq - seen[-1])
+
+
+def _box(x: float, y: float) -> tuple[float, float, float, float]:
+    return (x - 20.0, y - 20.0, x + 20.0, y)
+
+
+def play(
+    paths: dict[int, Path],
+    signal: Signal | None = None,
+    cfg: RulesConfig | None = None,
+    zones: ZonesConfig = ZONES,
+    frames: int = 40,
+) -> tuple[list[Violation], ViolationRules]:
+    rules = ViolationRules(cfg or RulesConfig(), Zones.from_config(zones))
+    signal = signal or phase(GREEN)
+    found: list[Violation] = []
+    for seq in range(frames):
+        tracks = [t for tid, p in paths.items() if (t := track_at(tid, p, seq)) is not None]
+        found += rules.update(tracks, frame(seq), signal(seq))
+    return found, rules
+
+
+# --- red light -------------------------------------------------------------------------------
+
+RUNNER = straight(600.0, 705.0, 0.0, -20.0, range(30))  # crosses y=500 a quarter into step 10→11
+
+
+def test_red_light_fires_once_with_phase_age_and_crossing_time() -> None:
+    found, rules = play({1: RUNNER}, red_from(5))
+    (v,) = found
+    assert (v.rule, v.track_id, v.seq_at) == ("red_light", 1, 11)
+    assert v.utc_ns == UTC0 + round(10.25 * FRAME_NS)
+    assert v.measured.signal_phase == RED
+    assert v.measured.signal_age_s == pytest.approx(0.525)
+    assert v.measured.lane == "left"
+    assert (v.seq_before, v.seq_after) == (0, 21)
+    assert dict(v.plate_boxes)[11] == (580.0, 465.0, 620.0, 485.0)
+    assert 0.8 <= v.confidence <= 0.9
+    assert rules.status()["violations"] == {
+        "red_light": 1,
+        "solid_line": 0,
+        "wrong_way": 0,
+        "speeding": 0,
+    }
+
+
+def test_red_light_grace_green_amber_and_stopping_vehicles() -> None:
+    assert play({1: RUNNER}, phase(GREEN))[0] == []
+    found, rules = play({1: RUNNER}, red_from(8))  # red for 0.225 s at the crossing
+    assert found == []
+    assert rules.status()["rule_counts"]["red_light"] == {  # type: ignore[index]
+        "crossings": 1,
+        "compliant": 1,
+        "signal_unknown": 0,
+        "outside_lanes": 0,
+    }
+    assert play({1: RUNNER}, red_from(8), RulesConfig(red_light=RedLightConfig(grace_s=0.2)))[0]
+    assert play({1: RUNNER}, phase(AMBER))[0] == []
+    amber = RulesConfig(red_light=RedLightConfig(amber_is_violation=True))
+    (v,) = play({1: RUNNER}, phase(AMBER), amber)[0]
+    assert v.measured.signal_phase == AMBER
+    stopper = {s: (600.0, max(510.0, 705.0 - 20.0 * s)) for s in range(30)}
+    assert play({1: stopper}, red_from(0))[0] == []
+    jitter = {s: (600.0, 503.0 if s % 2 else 497.0) for s in range(30)}  # a box on the line
+    assert play({1: jitter}, red_from(0))[0] == []
+
+
+def test_red_light_stands_down_when_the_signal_is_stale() -> None:
+    stale = unknown("serial", "signal stale for 12.3 s", 12.3)
+    found, rules = play({1: RUNNER}, lambda seq: stale)
+    assert found == []
+    assert rules.status()["red_light"] == "inactive: signal stale for 12.3 s"
+    assert rules.red_light.counts["signal_unknown"] == 1
+    assert play({2: RUNNER}, red_from(5))[1].status()["red_light"] == "active"
+
+
+# --- solid line ------------------------------------------------------------------------------
+
+
+def test_solid_line_crossing_fires_once_touching_does_not() -> None:
+    changer = straight(893.0, 1000.0, 12.0, -20.0, range(20))  # crosses x=950 in step 4→5
+    (v,) = play({1: changer})[0]
+    assert (v.rule, v.measured.lane) == ("solid_line", "left")
+    assert v.seq_at == 5
+    weaver = {s: (950.0 + (6.0 if s % 2 else -6.0), 1000.0 - 20.0 * s) for s in range(20)}
+    keeper = straight(900.0, 1000.0, 0.0, -20.0, range(20))
+    assert play({1: weaver, 2: keeper})[0] == []
+
+
+# --- wrong way -------------------------------------------------------------------------------
+
+
+def test_wrong_way_in_metres_and_pixels() -> None:
+    ghost = straight(400.0, 200.0, 0.0, 20.0, range(20))  # 1 m a frame, down the image
+    (v,) = play({1: ghost})[0]
+    assert v.rule == "wrong_way"
+    assert v.measured.distance_m == pytest.approx(5.0)
+    assert v.seq_at == 7  # medians of the first and last three are 5 frames apart
+    assert play({1: straight(400.0, 900.0, 0.0, -20.0, range(20))})[0] == []
+    no_h = dataclasses.replace(ZONES, homography_points=(), homography_world_m=())
+    found, rules = play({1: ghost}, zones=no_h)
+    assert found == []
+    assert str(rules.status()["wrong_way"]).startswith("inactive: no zones.homography_points")
+    pixels = RulesConfig(wrong_way=WrongWayConfig(allow_pixels=True, min_distance_px=200.0))
+    (v,) = play({1: ghost}, cfg=pixels, zones=no_h)[0]
+    assert v.measured.distance_px == pytest.approx(200.0)
+    assert v.measured.distance_m is None
+
+
+# --- speeding --------------------------------------------------------------------------------
+
+
+def test_speeding_from_the_homography() -> None:
+    fast = straight(400.0, 1000.0, 0.0, -40.0, range(22))  # 2 m a frame: 72 km/h
+    (v,) = play({1: fast})[0]
+    assert v.rule == "speeding"
+    assert v.measured.method == "homography"
+    assert v.measured.speed_kmh == pytest.approx(72.0)
+    assert v.measured.limit_kmh == 50.0
+    assert v.measured.speed_sigma_kmh is not None
+    assert 0.1 < v.measured.speed_sigma_kmh < 1.5
+    assert play({1: straight(400.0, 1000.0, 0.0, -25.0, range(30))})[0] == []  # 45 km/h
+    right_lane = straight(1300.0, 1000.0, 0.0, -35.0, range(22))  # 63 km/h, limit 60 + 5
+    assert play({1: right_lane})[0] == []
+
+
+def test_speed_uncertainty_grows_with_noise_and_blocks_unsure_readings() -> None:
+    rng = np.random.default_rng(7)
+    fast = straight(400.0, 1000.0, 0.0, -40.0, range(22))
+    noisy = {s: (x + rng.normal(0, 2), y + rng.normal(0, 10)) for s, (x, y) in fast.items()}
+    (v,) = play({1: noisy})[0]
+    assert v.measured.speed_kmh == pytest.approx(72.0, abs=8.0)
+    assert v.measured.speed_sigma_kmh is not None
+    assert v.measured.speed_sigma_kmh > 1.5
+    strict = RulesConfig(speeding=SpeedingConfig(max_sigma_kmh=0.5))
+    found, rules = play({1: noisy}, cfg=strict)
+    assert found == []
+    assert rules.rules[3].counts["too_unsure"] > 0
+
+
+def test_speeding_from_the_trap() -> None:
+    zones = dataclasses.replace(ZONES, speed_trap=TRAP)
+    fast = straight(400.0, 1010.0, 0.0, -40.0, range(22))
+    (v,) = play({1: fast}, zones=zones)[0]
+    assert v.measured.method == "trap"
+    assert v.measured.speed_kmh == pytest.approx(72.0)
+    assert v.measured.speed_sigma_kmh == pytest.approx(72.0 * np.hypot(1, 1) / 400 / 0.5)
+    assert v.utc_ns == UTC0 + round(10.25 * FRAME_NS)  # crossing y=600
+    assert v.seq_at == 11
+    assert play({1: straight(400.0, 1010.0, 0.0, -25.0, range(30))}, zones=zones)[0] == []
+
+
+# --- one vehicle, one violation per rule -----------------------------------------------------
+
+
+def test_reidentified_track_is_not_counted_twice() -> None:
+    fast = straight(400.0, 1000.0, 0.0, -40.0, range(22))
+    first = {s: p for s, p in fast.items() if s <= 9}
+    again = {s: p for s, p in fast.items() if s >= 15}  # lost 5 frames (> max_missed 3)
+    found, rules = play({1: first, 2: again})
+    assert [(v.rule, v.track_id) for v in found] == [("speeding", 1)]
+    assert rules.status()["merged_tracks"] == 1
+    soon = {s: p for s, p in fast.items() if s >= 12}  # while track 1 is still lost
+    assert [v.track_id for v in play({1: first, 2: soon})[0]] == [1]
+    no_reid = RulesConfig(reid_window_s=0.0)
+    assert [v.track_id for v in play({1: first, 2: again}, cfg=no_reid)[0]] == [1, 2]
+    elsewhere = {s: (p[0] + 500.0, p[1]) for s, p in again.items()}  # another vehicle
+    assert [v.track_id for v in play({1: first, 2: elsewhere})[0]] == [1, 2]
+
+
+def test_each_rule_fires_at_most_once_per_vehicle_and_ids_are_stable() -> None:
+    loop = {
+        **straight(600.0, 705.0, 0.0, -20.0, range(15)),
+        **straight(600.0, 425.0, 0.0, 20.0, range(15, 30)),
+    }
+    found, _ = play({1: loop}, red_from(0), frames=30)
+    assert [v.rule for v in found].count("red_light") == 1
+    again, _ = play({1: RUNNER}, red_from(5))
+    assert again[0].id == play({1: RUNNER}, red_from(5))[0][0].id
+
+
+def test_status_without_zones_says_why_each_rule_is_inactive() -> None:
+    rules = ViolationRules(RulesConfig(), Zones.from_config(ZonesConfig()))
+    status = rules.status()
+    assert status["red_light"] == "inactive: no zones.stop_line"
+    assert status["solid_line"] == "inactive: no zones.solid_lines"
+    assert status["wrong_way"] == "inactive: no zones.lanes"
+    assert status["speeding"] == "inactive: no zones.speed_trap and no zones.homography_points"
+    off = RulesConfig(speeding=SpeedingConfig(enabled=False))
+    speeding = ViolationRules(off, Zones.from_config(ZONES)).status()["speeding"]
+    assert speeding == "inactive: disabled (rules.speeding.enabled)"
