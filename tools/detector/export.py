@@ -25,12 +25,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import numpy.typing as npt
 
-from tools.detector.model import FORMAT, STRIDE, build
+from tools.detector.arch import FORMAT, STRIDE
+from tools.detector.model import build
 from tools.plates import synth
 
 
 def load_weights(model: Any, run: Path) -> None:
-    """The run's final weights, else its latest checkpoint."""
+    """The run's weights: from the GPU trainer (keras.weights.npz), the CPU trainer's final
+    weights, else its latest checkpoint."""
+    npz = run / "keras.weights.npz"
+    if npz.exists():
+        _load_npz(model, npz)
+        return
     final = run / "final.weights.h5"
     if final.exists():
         model.load_weights(final)
@@ -41,6 +47,20 @@ def load_weights(model: Any, run: Path) -> None:
     if latest is None:
         raise SystemExit(f"{run}: no final.weights.h5 and no checkpoint")
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+
+
+def _load_npz(model: Any, path: Path) -> None:
+    """Weights saved per Keras layer name as `<layer>/<index>` arrays."""
+    groups: dict[str, dict[int, Any]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            name, index = key.rsplit("/", 1)
+            groups.setdefault(name, {})[int(index)] = data[key]
+    expected = {layer.name for layer in model.layers if layer.weights}
+    if set(groups) != expected:
+        raise SystemExit(f"{path}: layers differ from the model: {sorted(set(groups) ^ expected)}")
+    for name, weights in groups.items():
+        model.get_layer(name).set_weights([weights[k] for k in sorted(weights)])
 
 
 def letterbox(image: npt.NDArray[Any], height: int, width: int) -> npt.NDArray[Any]:

@@ -22,13 +22,7 @@ from typing import Any
 import keras
 from keras import layers
 
-STRIDE = 4
-FORMAT = "centernet-ltrb-log/v1"
-
-# (channels, stride, repeats) per stage after the stem (which is already at stride 4); each
-# stage is one block at `stride` and `repeats` plain ones.
-STAGES: tuple[tuple[int, int, int], ...] = ((24, 1, 1), (40, 2, 1), (64, 2, 2), (96, 2, 1))
-NECK = 24
+from tools.detector.arch import NECK, STAGES, STRIDE
 
 
 def _conv_bn(x: Any, filters: int, kernel: int = 1, stride: int = 1, name: str = "") -> Any:

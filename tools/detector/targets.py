@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from tools.detector.model import STRIDE
+from tools.detector.arch import STRIDE
 
 BOX_REGION = 0.3
 MIN_DIST = 0.5  # px: a cell centre on an edge still has a finite log distance
