@@ -212,7 +212,7 @@ class DetectorStage:
 
     def process(self, frame: Frame) -> None:
         sx, sy = frame.lores_to_main
-        first_level = self.detector.manifest.pyramid[:1]  # plates on the road are small
+        first_level = (1.0,)  # one pass at full scale: plates on the road are small
         found = tuple(
             d.scaled(sx, sy) for d in self.detector.detect(frame.lores, None, first_level)
         )

@@ -44,7 +44,7 @@ class ModelManifest:
     input_range: str = "0-1"  # the model's real input: pixel / 255 ("0-1") or the pixel ("0-255")
     # Pyramid levels for still images (`roadnode detect`, `eval-detector`): each level places
     # the image at that fraction of the fitting size, so plates larger than the model sees in
-    # one pass are found at a smaller level. The live stage runs the first level only.
+    # one pass are found at a smaller level. The live stage runs one pass at 1.0.
     pyramid: tuple[float, ...] = (1.0,)
     path: Path = field(default=Path(), compare=False)  # the manifest file itself
 

@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         "--pyramid",
         type=float,
         nargs="+",
-        default=[1.0, 0.25],
-        help="levels for still images (the live stage runs the first only)",
+        default=[1.0, 0.5, 0.25],
+        help="levels for still images (the live stage runs 1.0 only)",
     )
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
