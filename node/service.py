@@ -29,6 +29,7 @@ from node.capture.framering import FrameRing
 from node.config import Config
 from node.control import ControlServer
 from node.infer.detector import DetectorStage, build_stage
+from node.infer.manifest import DEFAULT_MANIFEST
 from node.infer.runtime import ModelError
 from node.notify import Notifier
 from node.pipeline import Pipeline, Stage
@@ -77,6 +78,9 @@ class Service:
     def _build_stages(self) -> list[Stage]:
         """The per-frame stages the config asks for; one that cannot be built is left out
         (and said so in status), the rest run."""
+        if not self.cfg.detector.model and not DEFAULT_MANIFEST.exists():
+            log.warning("no bundled detector model in this build: detector stage absent")
+            return []
         try:
             self.detector = build_stage(self.cfg.detector)
         except ModelError as e:
@@ -89,6 +93,8 @@ class Service:
             return {"state": "running", **self.detector.stats()}
         if self.detector_error:
             return {"state": "failed", "error": self.detector_error}
+        if self.cfg.detector.enabled:
+            return {"state": "absent", "error": "no bundled model in this build"}
         return {"state": "disabled"}
 
     # --- status ------------------------------------------------------------------------------

@@ -210,3 +210,18 @@ def test_a_refused_model_leaves_the_rest_running(state_dir: Path) -> None:
     assert status["detector"]["state"] == "failed"
     assert "absent.json: model manifest not found" in status["detector"]["error"]
     assert status["frames"]["processed"] > 5
+
+
+def test_no_bundled_model_means_no_detector_stage(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.service
+
+    monkeypatch.setattr(node.service, "DEFAULT_MANIFEST", state_dir / "none.json")
+    service = Service(Config(), RunOptions(state_dir, duration_s=0.3), source=CountingSource())
+    assert service.pipeline.stages == []
+    assert service.run() == 0
+    assert service.status()["detector"] == {
+        "state": "absent",
+        "error": "no bundled model in this build",
+    }
