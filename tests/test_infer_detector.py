@@ -292,7 +292,7 @@ def test_pyramid_levels_map_back_and_merge(tmp_path: Path) -> None:
     # the same peak read at full scale (0.5) and at the half level (0.25): two distinct boxes
     want = sorted([expected_box(1, 2, rig, 0.5), expected_box(1, 2, rig, 0.25)])
     np.testing.assert_allclose(boxes, want, rtol=1e-5)
-    # the live stage runs the first level only
+    # the live stage runs one pass at full scale
     stage = DetectorStage(detector)
     frame = Frame(0, 0, 0, image, ArrayRef(np.zeros((128, 256, 3), np.uint8)))
     stage.process(frame)
