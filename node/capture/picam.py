@@ -157,13 +157,22 @@ class PicamSource:
         """Open and start the camera; a transient failure is retried by `read()`."""
         self._stop = stop
         self._closed = False
+        self._try_open("open")
+
+    def _try_open(self, verb: str) -> bool:
+        """Open the camera once; a transient failure is counted and logged (False)."""
         try:
             self._open_camera()
         except CaptureError:
             raise
         except Exception as exc:
             self._counts["open_failures"] += 1
-            _log.warning("%s: camera %d failed to open: %s", self._url, self._num, _why(exc))
+            retry = f"; next try in {self._delay:.1f} s" if verb == "reopen" else ""
+            _log.warning(
+                "%s: camera %d failed to %s: %s%s", self._url, self._num, verb, _why(exc), retry
+            )
+            return False
+        return True
 
     def read(self) -> Frame | None:
         stop = self._stop
@@ -251,19 +260,7 @@ class PicamSource:
         if stop.wait(self._delay):
             return False
         self._delay = min(self._delay * 2, self._cfg.reconnect_max_s)
-        try:
-            self._open_camera()
-        except CaptureError:
-            raise
-        except Exception as exc:
-            self._counts["open_failures"] += 1
-            _log.warning(
-                "%s: camera %d failed to reopen: %s; next try in %.1f s",
-                self._url,
-                self._num,
-                _why(exc),
-                self._delay,
-            )
+        if not self._try_open("reopen"):
             return True
         self._counts["reconnects"] += 1
         _log.warning("%s: camera %d reopened", self._url, self._num)
