@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import textwrap
@@ -22,8 +23,13 @@ if TYPE_CHECKING:
 
 DEFAULT_STATE_DIR = Path("/var/lib/roadnode")
 
+# Subsystems that bring their own subcommands. Each module's `register(sub)` adds parsers
+# with `set_defaults(handler=function)`, where function(args) -> exit status. The modules
+# import only the standard library at the top, so `roadnode --help` stays fast.
+COMMAND_MODULES: tuple[str, ...] = ()
 
-def _state_dir_arg(p: argparse.ArgumentParser) -> None:
+
+def state_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir",
         type=Path,
@@ -32,7 +38,7 @@ def _state_dir_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+def config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults)")
     p.add_argument(
         "--set",
@@ -50,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the node")
-    _config_args(run)
-    _state_dir_arg(run)
+    config_args(run)
+    state_dir_arg(run)
     run.add_argument("--source", help="frame source URL (overrides capture.source)")
     run.add_argument(
         "--duration",
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     status = sub.add_parser("status", help="ask the running service how it is")
-    _state_dir_arg(status)
+    state_dir_arg(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
 
     detect = sub.add_parser("detect", help="find plates in image files")
@@ -78,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", type=Path, required=True, metavar="LABELS.jsonl")
     _model_args(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -300,7 +308,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return int(handler(args))
     except ConfigError as e:
         print("roadnode: invalid config:", file=sys.stderr)
         for problem in e.problems:

@@ -261,6 +261,26 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """Evidence packets: what goes in, how it is compressed, signed and sealed (issue 5)."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The offline packet store (issue 5)."""
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    """Delivery to the central ingest, and telemetry (issue 6)."""
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The technician's serial console (issue 7)."""
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The running service."""
 
@@ -280,4 +300,8 @@ class Config:
     zones: ZonesConfig = field(default_factory=ZonesConfig)
     signal: SignalConfig = field(default_factory=SignalConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
