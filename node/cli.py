@@ -26,7 +26,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/roadnode")
 # Subsystems that bring their own subcommands. Each module's `register(sub)` adds parsers
 # with `set_defaults(handler=function)`, where function(args) -> exit status. The modules
 # import only the standard library at the top, so `roadnode --help` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("node.rules.commands",)
 
 
 def state_dir_arg(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import signal
 import textwrap
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -33,6 +33,11 @@ from node.infer.manifest import DEFAULT_MANIFEST
 from node.infer.runtime import ModelError
 from node.notify import Notifier
 from node.pipeline import Pipeline, Stage
+from node.rules.signal import SignalInput, build_signal
+from node.rules.stage import Sink, ViolationStage
+from node.rules.tracker import Tracker
+from node.rules.violations import ViolationRules
+from node.rules.zones import Zones
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +65,21 @@ class Service:
         opts: RunOptions,
         source: FrameSource | None = None,
         stages: list[Stage] | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.cfg = cfg
+        self.sink = sink
         self.opts = opts
         self.started_mono = time.monotonic()
         self.source = source or open_source(cfg.capture.source, cfg.capture)
         ring = FrameRing(cfg.ring.seconds, cfg.ring.max_mb * 1024 * 1024)
         self.detector: DetectorStage | None = None
         self.detector_error: str | None = None
+        self.rules: ViolationStage | None = None
+        self.rules_error: str | None = None
         if stages is None:
             stages = self._build_stages()
+        self.ring = ring
         self.pipeline = Pipeline(self.source, ring, stages, cfg.pipeline.queue_frames)
         self.notifier = Notifier()
         self.stop_event = threading.Event()
@@ -86,7 +96,36 @@ class Service:
         except ModelError as e:
             self.detector_error = str(e)
             log.error("detector disabled: %s", e)
-        return [self.detector] if self.detector else []
+        if self.detector is None:
+            return []
+        try:
+            self.rules = self._build_rules(self.detector)
+        except OSError as e:  # the signal input's hardware is missing
+            self.rules_error = str(e)
+            log.error("violation rules disabled: %s", e)
+        return [self.detector] + ([self.rules] if self.rules else [])
+
+    def _build_rules(self, detector: DetectorStage) -> ViolationStage:
+        """Tracker, signal input and rules. The simulator brings its own zones and signal
+        when the config has none (the demo's embedded defaults)."""
+        zones_cfg, signal_cfg = self.cfg.zones, self.cfg.signal
+        if self.source.url.startswith("sim:"):
+            from node.rules.simzones import sim_zones
+
+            if not zones_cfg.stop_line and not zones_cfg.lanes:
+                zones_cfg = sim_zones(self.cfg.capture)
+                log.info("sim source: using the simulator's zones")
+            if signal_cfg.source == "none":
+                signal_cfg = replace(signal_cfg, source="frame")
+                log.info("sim source: using the simulator's signal phase")
+        signal_input: SignalInput = build_signal(signal_cfg)
+        return ViolationStage(
+            detector.result,
+            Tracker(self.cfg.tracker),
+            signal_input,
+            ViolationRules(self.cfg.rules, Zones.from_config(zones_cfg)),
+            self.sink,
+        )
 
     def detector_status(self) -> dict[str, Any]:
         if self.detector is not None:
@@ -96,6 +135,13 @@ class Service:
         if self.cfg.detector.enabled:
             return {"state": "absent", "error": "no bundled model in this build"}
         return {"state": "disabled"}
+
+    def rules_status(self) -> dict[str, Any]:
+        if self.rules is not None:
+            return {"state": "running", **self.rules.stats()}
+        if self.rules_error:
+            return {"state": "failed", "error": self.rules_error}
+        return {"state": "absent", "error": "needs the detector"}
 
     # --- status ------------------------------------------------------------------------------
 
@@ -109,6 +155,7 @@ class Service:
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             **self.pipeline.snapshot(),
             "detector": self.detector_status(),
+            "rules": self.rules_status(),
             "disk": {
                 "path": str(self.opts.state_dir),
                 "free_bytes": disk.free,
@@ -129,6 +176,10 @@ class Service:
             return {"ok": True, **self.status()}
         if request["cmd"] == "ping":
             return {"ok": True, "version": __version__}
+        from node.controlcmds import HANDLERS  # the console's commands (docs/console.md)
+
+        if (handler := HANDLERS.get(request["cmd"])) is not None:
+            return handler(self, request)
         return {"ok": False, "error": f"unknown command {request['cmd']!r}"}
 
     # --- run ---------------------------------------------------------------------------------
@@ -151,6 +202,8 @@ class Service:
             }
         try:
             control.start()
+            if self.rules is not None:
+                self.rules.signal.start()
             self.pipeline.start()
             log.info(
                 "running: node %s, source %s, state %s",
@@ -162,6 +215,8 @@ class Service:
         finally:
             self.notifier.stopping()
             self.pipeline.stop()
+            if self.rules is not None:
+                self.rules.signal.close()
             control.close()
             self.notifier.close()
             for signum, handler in previous.items():
@@ -217,6 +272,9 @@ class _Ticker:
         return False
 
 
+_INDENT = " " * 13
+
+
 def final_summary(service: Service) -> list[str]:
     """The lines `roadnode run` prints when it ends."""
     s = service.status()
@@ -240,6 +298,17 @@ def final_summary(service: Service) -> list[str]:
         )
     else:
         lines.append(f"  detector   {d['state']}" + (f": {d['error']}" if "error" in d else ""))
+    r = s["rules"]
+    if r["state"] == "running":
+        per_rule = ", ".join(f"{k} {n}" for k, n in r["rules"]["violations"].items())
+        lines.append(f"  violations {r['violations']} ({per_rule})")
+        inactive = [f"{k} {v}" for k, v in r["rules"].items() if str(v).startswith("inactive")]
+        for line in inactive:
+            lines.extend(
+                textwrap.wrap(line, 80, initial_indent=" " * 13, subsequent_indent=" " * 15)
+            )
+    else:
+        lines.append(f"  rules      {r['state']}: {r.get('error', '')}")
     source_stats = ", ".join(f"{k} {v}" for k, v in service.source.stats().items())
     lines.extend(
         textwrap.wrap(source_stats, 80, initial_indent=" " * 13, subsequent_indent=" " * 13)

@@ -18,7 +18,7 @@ import pytest
 
 from node.config import Config
 from node.control import ControlError, ControlServer, query, socket_path
-from node.service import RunOptions, Service
+from node.service import RunOptions, Service, final_summary
 from tests.sourcedouble import CountingSource
 
 
@@ -225,3 +225,23 @@ def test_no_bundled_model_means_no_detector_stage(
         "state": "absent",
         "error": "no bundled model in this build",
     }
+
+
+def test_the_rules_stage_runs_after_the_detector_and_reports_why_rules_are_idle(
+    state_dir: Path,
+) -> None:
+    from node.configload import load
+    from tests.test_infer_detector import real_model
+
+    (state_dir / "model").mkdir()
+    manifest = real_model(state_dir / "model")
+    cfg = load(None, [f"detector.model={json.dumps(str(manifest))}"])
+    service = Service(cfg, RunOptions(state_dir, duration_s=0.4), source=CountingSource(fps=50))
+    assert [s.name for s in service.pipeline.stages] == ["detector", "rules"]
+    assert service.run() == 0
+    rules = service.status()["rules"]
+    assert rules["state"] == "running"
+    assert rules["tracker"]["frames"] > 5  # every processed frame reached the tracker
+    assert rules["rules"]["red_light"] == "inactive: no zones.stop_line"
+    assert rules["violations"] == 0
+    assert any(line.startswith("  violations 0") for line in final_summary(service))

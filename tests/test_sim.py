@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -247,3 +248,11 @@ def test_simulation_does_not_depend_on_pacing() -> None:
     fast = [digest(f.lores) for f in frames("sim://junction?seed=9&fps=0", 5, cfg50)]
     paced = [digest(f.lores) for f in frames("sim://junction?seed=9&fps=50", 5, SMALL)]
     assert fast == paced
+
+
+def test_unpaced_frames_carry_simulated_time_not_wall_clock() -> None:
+    fs = list(frames("sim://junction?seed=1&fps=0", 6))  # capture.fps = 10 by default
+    steps = {b.mono_ns - a.mono_ns for a, b in itertools.pairwise(fs)}
+    assert steps == {100_000_000}  # 1/fps of simulated time, however fast they were made
+    assert {b.utc_ns - a.utc_ns for a, b in itertools.pairwise(fs)} == steps
+    assert abs(fs[0].utc_ns - time.time_ns()) < 60 * 10**9  # anchored at now

@@ -5,7 +5,9 @@ URL query keys (all optional):
 - ``seed``: int, default 1. The same seed gives the same frames, pixel for pixel.
 - ``fps``: float, pacing override; 0 = as fast as possible. Default: ``capture.fps``.
   Simulated time always advances 1/fps per frame (``capture.fps`` when ``fps=0``), so the
-  pictures never depend on wall-clock timing; only `mono_ns`/`utc_ns` come from the clock.
+  pictures never depend on wall-clock timing. Paced, `mono_ns`/`utc_ns` come from the clock;
+  with ``fps=0`` they follow simulated time from the moment of `open()` (a virtual clock), so
+  speeds and ages measured downstream are those of the simulated road.
 - ``rate``: vehicles per minute arriving on the approach, default 40.
 - ``violations``: fraction of vehicles that set out to break a rule, default 0.25.
 
@@ -88,6 +90,7 @@ class SimSource:
         self._plates: dict[int, Sprite] = {}
         self._seq = 0
         self._t0 = 0.0
+        self._clock0 = (0, 0)
         self._render_s = 0.0
 
     @property
@@ -118,6 +121,7 @@ class SimSource:
         self._stop = stop
         self._seq = 0
         self._t0 = time.monotonic()
+        self._clock0 = (time.monotonic_ns(), time.time_ns())
 
     def read(self) -> Frame | None:
         stop, traffic, renderer = self._stop, self._traffic, self._renderer
@@ -144,7 +148,12 @@ class SimSource:
             "vehicles": len(snap.views),
         }
         main = SimMainRef(renderer, snap)
-        return Frame(seq, time.monotonic_ns(), time.time_ns(), lores, main, meta, truth)
+        if self._fps > 0:
+            mono_ns, utc_ns = time.monotonic_ns(), time.time_ns()
+        else:  # virtual clock: simulated time since open()
+            elapsed_ns = round(seq * self._dt * 1e9)
+            mono_ns, utc_ns = self._clock0[0] + elapsed_ns, self._clock0[1] + elapsed_ns
+        return Frame(seq, mono_ns, utc_ns, lores, main, meta, truth)
 
     def _pace(self, stop: threading.Event) -> bool:
         """Waits for this frame's time; False if `stop` was set meanwhile."""

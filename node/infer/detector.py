@@ -221,6 +221,16 @@ class DetectorStage:
             self.frames += 1
             self.plates += len(found)
 
+    def result(self, seq: int) -> FrameDetections | None:
+        """The plates found in frame `seq`, if it was processed and is still remembered."""
+        with self._lock:
+            for found in reversed(self._recent):
+                if found.seq == seq:
+                    return found
+                if found.seq < seq:
+                    break
+        return None
+
     def recent(self) -> list[FrameDetections]:
         """The last results, oldest first."""
         with self._lock:
