@@ -7,7 +7,7 @@ DURATION ?= 30
 SEED ?= 1
 DEMO_STATE ?= .demo
 
-.PHONY: demo test lint typecheck pytest clean model
+.PHONY: demo test lint typecheck pytest clean model install uninstall
 
 # Model training (not needed for demo or test): `make model REAL=../shared/data/plates-real`.
 # Resumable: rerun the same command after an interruption. See node/infer/models/plates.md.
@@ -54,3 +54,11 @@ model: $(TRAIN_STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) .mypy_cache .ruff_cache .pytest_cache
+
+# On the Pi (Raspberry Pi OS Bookworm), as root: `sudo make install`, `sudo make uninstall`
+# (`PURGE=1` also removes evidence, keys, config and the user). docs/operations.md, "Install".
+install:
+	scripts/install.sh
+
+uninstall:
+	PURGE=$(PURGE) scripts/uninstall.sh

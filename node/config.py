@@ -127,6 +127,12 @@ class DetectorConfig:
         0.35, 0.0, 0.99, "minimum plate score; 0 = the threshold in the model's manifest"
     )
     enabled: bool = flag(True, "run the plate detector on the detection stream")
+    zoom_window: tuple[Point, ...] = points(
+        2,
+        2,
+        "a second pass on this main-stream rectangle [[x0, y0], [x1, y1]] at full resolution, "
+        "for far plates (e.g. at the stop line); empty = none",
+    )
 
 
 @dataclass(frozen=True)
@@ -264,10 +270,35 @@ class RulesConfig:
 class EvidenceConfig:
     """Evidence packets: what goes in, how it is compressed, signed and sealed (issue 5)."""
 
+    node_key: str = text("", 512, "node signing key file; empty = STATE_DIR/keys/node.key")
+    central_key: str = text(
+        "", 512, "central's X25519 public key (base64 text or a file); empty = not sealed"
+    )
+    context_frames: int = bounded(3, 2, 4, "context frames: before, (approach,) at, after")
+    context_width: int = bounded(960, 160, 4608, "context frames are scaled down to this width")
+    context_quality: int = bounded(70, 10, 100, "JPEG quality tried first for context frames")
+    context_min_quality: int = bounded(40, 10, 100, "lowest rung of the context quality ladder")
+    context_max_kb: int = bounded(40, 4, 4096, "a context frame above this steps down the ladder")
+    plate_quality: int = bounded(92, 10, 100, "JPEG quality tried first for the plate crop")
+    plate_min_quality: int = bounded(80, 10, 100, "lowest rung of the plate quality ladder")
+    plate_max_kb: int = bounded(48, 4, 4096, "a plate crop above this steps down the ladder")
+    plate_margin: float = bounded(0.5, 0.0, 4.0, "plate crop margin, in plate sizes each side")
+    overview: bool = flag(False, "add an annotated overview (the offence frame, plate boxed)")
+    overview_width: int = bounded(640, 160, 4608, "the overview is scaled down to this width")
+    overview_quality: int = bounded(60, 10, 100, "JPEG quality of the overview")
+
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """The offline packet store (issue 5)."""
+    """The offline packet store (issue 5): durable queue of sealed packets until acked."""
+
+    max_mb: int = bounded(4096, 1, 1_000_000, "most the store holds on disk, all states")
+    min_free_mb: int = bounded(256, 0, 1_000_000, "free disk the store always leaves")
+    low_disk_mb: int = bounded(1024, 0, 1_000_000, "free disk below this is flagged low")
+    keep_acked_hours: float = bounded(24.0, 0.0, 8760.0, "acked packets kept; 0 = deleted")
+    remember_acked_days: float = bounded(7.0, 0.0, 365.0, "acked ids remembered (repeats ignored)")
+    telemetry_fill_pct: int = bounded(70, 1, 100, "fuller than this: priority 3+ refused")
+    violation_fill_pct: int = bounded(90, 1, 100, "fuller than this: priority 2 refused")
 
 
 @dataclass(frozen=True)
@@ -275,9 +306,38 @@ class UplinkConfig:
     """Delivery to the central ingest, and telemetry (issue 6)."""
 
 
+# scrypt$<log2 N>$<r>$<p>$<salt, base64>$<key, base64> (node/console/pin.py), or empty
+PIN_HASH_PATTERN = (
+    r"(scrypt\$[0-9]{1,2}\$[0-9]{1,2}\$[0-9]{1,2}\$[A-Za-z0-9+/=]{16,88}\$[A-Za-z0-9+/=]{16,88})?"
+)
+
+
 @dataclass(frozen=True)
 class ConsoleConfig:
-    """The technician's serial console (issue 7)."""
+    """The technician's serial console (issue 7, docs/console.md)."""
+
+    baud: int = bounded(115_200, 300, 4_000_000, "serial speed, bits per second")
+    pin_hash: str = text(
+        "",
+        256,
+        "technician PIN as `roadnode console-pin` prints it (scrypt); empty = no state changes",
+        PIN_HASH_PATTERN,
+    )
+    read_only_without_pin: bool = flag(True, "read-only commands work without the PIN")
+    idle_timeout_s: float = bounded(600.0, 30.0, 86_400.0, "no input for this long: locked again")
+    max_line: int = bounded(256, 32, 4096, "longest command line; longer lines are refused")
+    pin_attempts: int = bounded(5, 3, 20, "wrong PINs in a row before a lockout")
+    lockout_s: float = bounded(60.0, 5.0, 3600.0, "first lockout; each further one doubles")
+    lockout_max_s: float = bounded(3600.0, 60.0, 86_400.0, "longest lockout")
+    confirm_s: float = bounded(120.0, 30.0, 3600.0, "applied config reverts unless confirmed")
+    export_dirs: str = text(
+        "/media:/mnt:/run/media", 512, "colon-separated folders snapshots may be written under"
+    )
+    service_unit: str = text(
+        "roadnode.service", 128, "systemd unit of the node service", r"[A-Za-z0-9@._-]+\.service"
+    )
+    reopen_max_s: float = bounded(10.0, 1.0, 300.0, "longest wait between port reopen tries")
+    audit_max_kb: int = bounded(1024, 64, 65_536, "audit log size before it is rotated")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from node import __version__
 from node.capture import open_source
 from node.capture.frame import FrameSource
 from node.capture.framering import FrameRing
-from node.config import Config
+from node.config import Config, Point
 from node.control import ControlServer
 from node.infer.detector import DetectorStage, build_stage
 from node.infer.manifest import DEFAULT_MANIFEST
@@ -91,8 +91,13 @@ class Service:
         if not self.cfg.detector.model and not DEFAULT_MANIFEST.exists():
             log.warning("no bundled detector model in this build: detector stage absent")
             return []
+        zoom: tuple[Point, ...] = ()
+        if self.source.url.startswith("sim:"):
+            from node.rules.simzones import sim_zoom_window
+
+            zoom = sim_zoom_window(self.cfg.capture)  # unless detector.zoom_window is set
         try:
-            self.detector = build_stage(self.cfg.detector)
+            self.detector = build_stage(self.cfg.detector, zoom_window=zoom)
         except ModelError as e:
             self.detector_error = str(e)
             log.error("detector disabled: %s", e)

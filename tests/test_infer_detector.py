@@ -16,7 +16,7 @@ from node.capture.frame import ArrayRef, Frame
 from node.cli import main
 from node.config import Config, DetectorConfig
 from node.configload import ConfigError, load
-from node.infer.detector import DetectorStage, PlateDetector, build_stage
+from node.infer.detector import DetectorStage, FrameDetections, PlateDetector, build_stage
 from node.infer.manifest import DEFAULT_MANIFEST
 from node.infer.runtime import ModelError, default_backend, find_backend
 from tests.interpreter_double import Rig, write_model
@@ -304,3 +304,30 @@ def test_pyramid_levels_map_back_and_merge(tmp_path: Path) -> None:
 def test_bad_pyramid_is_refused(tmp_path: Path, bad: object) -> None:
     with pytest.raises(ModelError, match="'pyramid' must be a list of 1 to 4 numbers"):
         PlateDetector(write_model(tmp_path, pyramid=bad), backend=peak_rig().backend())
+
+
+def test_zoom_window_finds_a_plate_the_lores_cannot_see(tmp_path: Path) -> None:
+    main = np.zeros((300, 400, 3), np.uint8)
+    main[50:114, 100:196] = red_block()  # the block sits inside the window only in main
+    lores = np.zeros((64, 96, 3), np.uint8)  # nothing visible in the detection stream
+    frame = Frame(3, 0, 0, lores, ArrayRef(main))
+    plain = DetectorStage(PlateDetector(real_model(tmp_path)))
+    plain.process(frame)
+    assert plain.result(3) == FrameDetections(3, 0, ())
+    zoom = DetectorStage(PlateDetector(real_model(tmp_path)), zoom_window=(100, 50, 196, 114))
+    zoom.process(frame)
+    found = zoom.result(3)
+    assert found is not None
+    (plate,) = found.detections
+    expected = np.array(real_box()) + [100, 50, 100, 50]  # window pixels → main pixels
+    np.testing.assert_allclose(plate.box, expected, rtol=1e-5)
+    assert zoom.result(4) is None  # a frame it never saw
+
+
+def test_build_stage_takes_the_configured_window_before_the_suggested_one(tmp_path: Path) -> None:
+    manifest = str(real_model(tmp_path))
+    cfg = DetectorConfig(model=manifest, zoom_window=((10.0, 20.0), (0.0, 5.0)))
+    stage = build_stage(cfg, zoom_window=((1.0, 1.0), (2.0, 2.0)))
+    assert stage is not None and stage.zoom_window == (0, 5, 10, 20)  # corners put in order
+    stage = build_stage(DetectorConfig(model=manifest), zoom_window=((1.0, 1.0), (50.0, 40.0)))
+    assert stage is not None and stage.zoom_window == (1, 1, 50, 40)

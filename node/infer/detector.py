@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from node.capture.frame import Frame, Image
-from node.config import DetectorConfig
+from node.config import DetectorConfig, Point
 from node.infer.decode import decode, nms
 from node.infer.letterbox import Letterbox, Placement, input_table
 from node.infer.manifest import DEFAULT_MANIFEST, ModelManifest, load_model
@@ -199,12 +199,22 @@ class FrameDetections:
 
 
 class DetectorStage:
-    """Pipeline stage: detect on `frame.lores`, keep the results mapped to main-stream pixels."""
+    """Pipeline stage: detect on `frame.lores`, keep the results mapped to main-stream pixels.
+
+    With a zoom window, a second pass runs on that rectangle of the main stream at full
+    resolution (plates far down the road are a few pixels in the lores), and the two passes
+    are merged by NMS."""
 
     name = "detector"
 
-    def __init__(self, detector: PlateDetector, keep: int = 64) -> None:
+    def __init__(
+        self,
+        detector: PlateDetector,
+        keep: int = 64,
+        zoom_window: tuple[int, int, int, int] | None = None,
+    ) -> None:
         self.detector = detector
+        self.zoom_window = zoom_window
         self.frames = 0
         self.plates = 0
         self._recent: deque[FrameDetections] = deque(maxlen=keep)
@@ -213,13 +223,30 @@ class DetectorStage:
     def process(self, frame: Frame) -> None:
         sx, sy = frame.lores_to_main
         first_level = (1.0,)  # one pass at full scale: plates on the road are small
-        found = tuple(
-            d.scaled(sx, sy) for d in self.detector.detect(frame.lores, None, first_level)
-        )
+        found = [d.scaled(sx, sy) for d in self.detector.detect(frame.lores, None, first_level)]
+        if self.zoom_window is not None:
+            found = self._merge(found + self._zoom(frame))
         with self._lock:
-            self._recent.append(FrameDetections(frame.seq, frame.mono_ns, found))
+            self._recent.append(FrameDetections(frame.seq, frame.mono_ns, tuple(found)))
             self.frames += 1
             self.plates += len(found)
+
+    def _zoom(self, frame: Frame) -> list[Detection]:
+        assert self.zoom_window is not None
+        x0, y0, x1, y1 = self.zoom_window
+        h, w = frame.main.shape[:2]
+        x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return []
+        crop = np.ascontiguousarray(frame.main.array()[y0:y1, x0:x1])
+        return [
+            Detection((b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0), d.score)
+            for d in self.detector.detect(crop, None, (1.0,))
+            for b in (d.box,)
+        ]
+
+    def _merge(self, found: list[Detection]) -> list[Detection]:
+        return PlateDetector._merge(sorted(found, key=lambda d: -d.score), self.detector.manifest)
 
     def result(self, seq: int) -> FrameDetections | None:
         """The plates found in frame `seq`, if it was processed and is still remembered."""
@@ -254,6 +281,18 @@ class DetectorStage:
         }
 
 
-def build_stage(cfg: DetectorConfig, backend: Backend | None = None) -> DetectorStage | None:
-    """The detector stage the config asks for (None when disabled); ModelError if refused."""
-    return DetectorStage(PlateDetector.from_config(cfg, backend)) if cfg.enabled else None
+def build_stage(
+    cfg: DetectorConfig,
+    backend: Backend | None = None,
+    zoom_window: tuple[Point, ...] = (),
+) -> DetectorStage | None:
+    """The detector stage the config asks for (None when disabled); ModelError if refused.
+    `zoom_window` stands in for `cfg.zoom_window` when that is not set."""
+    if not cfg.enabled:
+        return None
+    window = cfg.zoom_window or zoom_window
+    box = None
+    if window:
+        (ax, ay), (bx, by) = window
+        box = (round(min(ax, bx)), round(min(ay, by)), round(max(ax, bx)), round(max(ay, by)))
+    return DetectorStage(PlateDetector.from_config(cfg, backend), zoom_window=box)

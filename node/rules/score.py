@@ -36,7 +36,7 @@ from node.config import Config
 from node.infer.detector import DetectorStage, PlateDetector
 from node.rules.commands import SCENES
 from node.rules.signal import FrameSignal
-from node.rules.simzones import sim_zones
+from node.rules.simzones import sim_zones, sim_zoom_window
 from node.rules.stage import ViolationStage
 from node.rules.tracker import Tracker
 from node.rules.violations import Violation, ViolationRules
@@ -129,6 +129,12 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _stage(cfg: Config, detector: PlateDetector) -> DetectorStage:
+    window = cfg.detector.zoom_window or sim_zoom_window(cfg.capture)
+    (ax, ay), (bx, by) = window
+    return DetectorStage(detector, zoom_window=(round(ax), round(ay), round(bx), round(by)))
+
+
 def score_sim(
     cfg: Config, detector: PlateDetector, seed: int, duration_s: float, scene: str = "default"
 ) -> dict[str, Any]:
@@ -138,7 +144,7 @@ def score_sim(
     source = SimSource(url, cfg.capture)
     fps = cfg.capture.fps
     n = round(duration_s * fps)
-    det_stage = DetectorStage(detector)
+    det_stage = _stage(cfg, detector)
     rules = ViolationRules(cfg.rules, Zones.from_config(sim_zones(cfg.capture)))
     window = round(MATCH_WINDOW_S * fps)
     truths = _Truths(keep=round(30 * fps))

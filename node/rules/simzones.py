@@ -118,3 +118,18 @@ def _clip_to_frame(poly: Floats, cam: Camera) -> Floats:
                 out.append(p + t * (q - p))
         poly = np.array(out)
     return poly
+
+
+def sim_zoom_window(
+    capture: CaptureConfig | None = None, size: tuple[int, int] = (960, 544)
+) -> tuple[Point, ...]:
+    """A `detector.zoom_window` of `size` main pixels (the model's input: no scaling) around
+    where plates cross the stop line, from 6 m before it to 8 m past it."""
+    cap = capture or CaptureConfig()
+    cam = Camera(cap.main_width, cap.main_height)
+    w, h = min(size[0], cap.main_width), min(size[1], cap.main_height)
+    near = _px(cam, 0.0, STOP_Z - 6.0)[1]
+    far = _px(cam, 0.0, STOP_Z + 8.0)[1]
+    y0 = min(max(0.0, (near + far) / 2 - h / 2), cap.main_height - h)
+    x0 = (cap.main_width - w) / 2
+    return ((x0, y0), (x0 + w, y0 + h))
