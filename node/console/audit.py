@@ -1,0 +1,92 @@
+"""The console's audit log: one JSON line per command, appended to a file in the state dir.
+
+`<state_dir>/console-audit.jsonl`, mode 0640, each line fsynced. Rotated to `.1` (one old file
+kept) when it passes its size cap; telemetry uploads both. A line says when, on which port, what
+command (its word and sub-command), the arguments that are safe to keep, whether the PIN was
+unlocked, and the outcome. It never holds a PIN, a PIN hash, or free text a technician typed
+that is not a known command (a mistyped line could be a plate number).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+AUDIT_FILE = "console-audit.jsonl"
+SECRET_KEY = re.compile(r"(pin|key|secret|token|password|passwd|cred)", re.IGNORECASE)
+SAFE_ARG = re.compile(r"[A-Za-z0-9_.:/=+-]{1,128}")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def safe_args(words: list[str]) -> list[str]:
+    """The arguments worth keeping: secret config values and odd text are replaced."""
+    out: list[str] = []
+    previous = ""
+    for word in words[:8]:
+        key, sep, _ = word.partition("=")
+        if SECRET_KEY.search(key) and sep:
+            out.append(f"{key}=<redacted>")
+        elif SECRET_KEY.search(previous):
+            out.append("<redacted>")  # the value after a secret key
+        elif SAFE_ARG.fullmatch(word):
+            out.append(word)
+        else:
+            out.append(f"<{len(word)} chars>")
+        previous = word
+    return out
+
+
+class AuditLog:
+    """Appends audit records to `<state_dir>/console-audit.jsonl`; never raises on I/O."""
+
+    def __init__(self, state_dir: Path, max_bytes: int = 1024 * 1024, port: str = "") -> None:
+        self.path = state_dir / AUDIT_FILE
+        self.max_bytes = max_bytes
+        self.port = port
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def record(self, event: str, **fields: Any) -> None:
+        line = json.dumps(
+            {"ts": utc_now(), "port": self.port, "event": event, **fields},
+            ensure_ascii=True,
+            separators=(",", ":"),
+            default=str,
+        )
+        with self._lock:
+            try:
+                self._rotate_if_full()
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                try:
+                    os.write(fd, line.encode("ascii") + b"\n")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                self.errors += 1  # the console keeps working on a full or read-only disk
+
+    def _rotate_if_full(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.stat().st_size >= self.max_bytes:
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+
+    def command(
+        self, words: list[str], outcome: str, unlocked: bool, detail: str = "", **extra: Any
+    ) -> None:
+        """One command line: `words[0]` must be a known command (the caller checks)."""
+        name = words[0]
+        args = safe_args(words[1:])
+        fields: dict[str, Any] = {"cmd": name, "args": args, "unlocked": unlocked}
+        fields["outcome"] = outcome
+        if detail:
+            fields["detail"] = detail[:200]
+        self.record("command", **fields, **extra)
