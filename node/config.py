@@ -301,9 +301,41 @@ class StoreConfig:
     violation_fill_pct: int = bounded(90, 1, 100, "fuller than this: priority 2 refused")
 
 
+UPLINK_URL_PATTERN = r"(https?://[^\s/?#@]+(/[^\s?#@]*)?)?"  # no user:password@
+_HHMM = r"[0-2][0-9]:[0-5][0-9]"
+UPLINK_WINDOWS_PATTERN = rf"({_HHMM}-{_HHMM}( *, *{_HHMM}-{_HHMM})*)?"
+
+
 @dataclass(frozen=True)
 class UplinkConfig:
-    """Delivery to the central ingest, and telemetry (issue 6)."""
+    """Delivery to the central ingest, and telemetry (issue 6, docs/uplink-protocol.md)."""
+
+    url: str = text(
+        "",
+        512,
+        "base URL of the central ingest (https://...); empty = uplink off",
+        UPLINK_URL_PATTERN,
+    )
+    ca_bundle: str = text("", 512, "PEM file of the CA(s) the central's certificate must chain to")
+    client_cert: str = text("", 512, "client certificate (PEM) for mutual TLS; empty = none")
+    client_key: str = text("", 512, "private key (PEM) of client_cert")
+    allow_plain_http: bool = flag(False, "allow an http:// url (tests, demo); status warns")
+    connect_timeout_s: float = bounded(10.0, 0.5, 120.0, "TCP + TLS connect timeout")
+    read_timeout_s: float = bounded(60.0, 1.0, 600.0, "longest silence while awaiting an answer")
+    backoff_base_s: float = bounded(2.0, 0.05, 600.0, "first retry delay (full jitter below it)")
+    backoff_max_s: float = bounded(300.0, 0.1, 3600.0, "cap of the exponential backoff")
+    retry_after_max_s: float = bounded(900.0, 0.1, 86_400.0, "a server's Retry-After, capped")
+    idle_poll_s: float = bounded(5.0, 0.1, 600.0, "an empty queue is looked at this often")
+    max_bytes_per_s: int = bounded(0, 0, 1_000_000_000, "upload bandwidth cap; 0 = none")
+    burst_bytes: int = bounded(65_536, 1024, 100_000_000, "bytes that may go at once under the cap")
+    windows: str = text(
+        "",
+        256,
+        "upload windows, local time HH:MM-HH:MM[, ...]; empty = always",
+        UPLINK_WINDOWS_PATTERN,
+    )
+    urgent_priority: int = bounded(0, -1, 9, "packets this urgent go outside the windows too")
+    heartbeat_minutes: float = bounded(15.0, 0.0, 1440.0, "a signed heartbeat this often; 0 = none")
 
 
 # scrypt$<log2 N>$<r>$<p>$<salt, base64>$<key, base64> (node/console/pin.py), or empty
@@ -340,12 +372,49 @@ class ConsoleConfig:
     audit_max_kb: int = bounded(1024, 64, 65_536, "audit log size before it is rotated")
 
 
+# an Ed25519 public key as text: base64 of its raw 32 bytes (node/fleet/bundle.py), or empty
+FLEET_KEY = r"([A-Za-z0-9+/]{43}=)?"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Fleet updates (issue 8, docs/fleet-updates.md): signed bundles of software, model and
+    config, pulled from the central or dropped into the inbox, proven healthy or rolled back."""
+
+    key: str = text("", 64, "fleet public key (base64); empty = no bundle is trusted", FLEET_KEY)
+    next_key: str = text("", 64, "a second trusted fleet key, for rotation", FLEET_KEY)
+    url: str = text("", 512, "desired-state endpoint (https://...); empty = no pulling")
+    poll_interval_s: float = bounded(900.0, 10.0, 86_400.0, "time between desired-state polls")
+    poll_jitter_pct: int = bounded(20, 0, 50, "each interval varies by up to this much")
+    timeout_s: float = bounded(30.0, 1.0, 600.0, "HTTP connect/read timeout")
+    inbox: str = text("", 512, "inbox folder watched for bundles; empty = STATE_DIR/fleet/inbox")
+    settle_s: float = bounded(2.0, 0.1, 600.0, "an inbox file must stay unchanged this long")
+    max_bundle_mb: int = bounded(512, 1, 16_384, "largest bundle accepted (file and contents)")
+    max_members: int = bounded(10_000, 1, 1_000_000, "most files in one bundle")
+    min_free_mb: int = bounded(200, 0, 1_000_000, "free disk always left after an install")
+    health_window_s: float = bounded(120.0, 2.0, 3600.0, "time the new version has to prove health")
+    health_frames: int = bounded(10, 1, 100_000, "frames that must advance within the window")
+    require_uplink: bool = flag(False, "health also needs the uplink reachable")
+    restart_command: str = text(
+        "systemctl restart roadnode.service", 512, "how the node service is restarted"
+    )
+    keep_releases: int = bounded(3, 2, 20, "releases, models and configs kept on disk per kind")
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """The running service."""
 
     log_level: str = choice("info", ("debug", "info", "warning", "error"))
     status_interval_s: float = bounded(5.0, 1.0, 300.0, "how often STATUS= is sent to systemd")
+    stall_s: float = bounded(
+        10.0, 1.0, 600.0, "no frame from the camera, or one frame stuck in a stage, this long: heal"
+    )
+    heal_budget: int = bounded(5, 1, 100, "self-healing actions allowed per heal_window_s")
+    heal_window_s: float = bounded(600.0, 10.0, 86_400.0, "the window of heal_budget")
+    detector_retry_s: float = bounded(
+        60.0, 1.0, 3600.0, "a refused model is tried again this often"
+    )
 
 
 @dataclass(frozen=True)
@@ -364,4 +433,5 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -124,15 +124,58 @@ class Pipeline:
         self._done_times: deque[int] = deque(maxlen=256)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._capture_quit = threading.Event()  # set: this capture thread is superseded
+        self._stage_quit = threading.Event()
+        self.last_frame_mono = time.monotonic()  # when the last frame came in (or start)
+        self.stage_busy_since: float | None = None  # a frame is in the stages since then
+        self.consecutive_errors: dict[str, int] = {}
+        self.restarts = {"capture": 0, "stages": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self.source.open(self.stop_event)
-        for name, target in (("capture", self._capture_loop), ("stages", self._stage_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.last_frame_mono = time.monotonic()
+        self._spawn("capture", self._capture_loop, self._capture_quit)
+        self._spawn("stages", self._stage_loop, self._stage_quit)
+
+    def _spawn(
+        self, name: str, target: Callable[[threading.Event], None], quit_: threading.Event
+    ) -> None:
+        thread = threading.Thread(target=target, args=(quit_,), name=name, daemon=True)
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def restart_capture(self) -> None:
+        """Reconnect the source: the old capture thread is told to quit (and abandoned if it
+        hangs in `read()`), the source is closed and opened again, a new thread reads it.
+        CaptureError if the source cannot be opened (the caller tries again later)."""
+        self._capture_quit.set()
+        try:
+            self.source.close()
+        except Exception as e:  # a wedged camera may fail to close; opening again decides
+            log.warning("closing the source before reconnecting failed: %s", e)
+        self._capture_quit = threading.Event()
+        self.restarts["capture"] += 1
+        self.source.open(self.stop_event)
+        self.source_failed = False
+        self.source_done.clear()
+        self.last_frame_mono = time.monotonic()
+        self._spawn("capture", self._capture_loop, self._capture_quit)
+
+    def restart_stages(self) -> None:
+        """A new stage worker; the stuck one is told to quit and abandoned."""
+        self._stage_quit.set()
+        self._stage_quit = threading.Event()
+        self.stage_busy_since = None
+        self.restarts["stages"] += 1
+        self._spawn("stages", self._stage_loop, self._stage_quit)
+
+    def stalled_s(self, now: float) -> tuple[float, float]:
+        """(seconds since the last frame came in, seconds the current frame has been in the
+        stages) — the supervisor's measures of no progress."""
+        busy = self.stage_busy_since
+        return now - self.last_frame_mono, 0.0 if busy is None else now - busy
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop capture, let the frame in flight finish, discard what still waits."""
@@ -151,40 +194,58 @@ class Pipeline:
 
     # --- threads -----------------------------------------------------------------------------
 
-    def _capture_loop(self) -> None:
+    def _capture_loop(self, quit_: threading.Event) -> None:
         try:
             while not self.stop_event.is_set():
                 frame = self.source.read()
+                if quit_.is_set():
+                    return  # superseded by a reconnect: leave the state to the new thread
                 if frame is None:
                     break
+                self.last_frame_mono = time.monotonic()
                 self.latency["capture"].add((time.monotonic_ns() - frame.mono_ns) / 1e9)
                 self.ring.push(frame)
                 self.queue.put(frame)
                 self.counters.frames_in += 1
         except CaptureError as e:
-            self.source_failed = True
-            self.counters.last_error = f"capture: {e}"
-            log.error("capture failed: %s", e)
+            if not quit_.is_set():
+                self.source_failed = True
+                self.counters.last_error = f"capture: {e}"
+                log.error("capture failed: %s", e)
         finally:
-            self.source_done.set()
+            if not quit_.is_set():
+                self.source_done.set()
 
-    def _stage_loop(self) -> None:
-        while not self.stop_event.is_set():
+    def _stage_loop(self, quit_: threading.Event) -> None:
+        while not self.stop_event.is_set() and not quit_.is_set():
             got = self.queue.get(timeout=0.1)
             if got is None:
                 continue
             frame, queued_ns = got
             now = time.monotonic_ns()
             self.latency["queue"].add((now - queued_ns) / 1e9)
+            self.stage_busy_since = time.monotonic()
             for stage in self.stages:
                 t0 = time.perf_counter()
                 try:
                     stage.process(frame)
+                    self.consecutive_errors[stage.name] = 0
                 except Exception as e:  # a stage fault must not stop the node
                     self.counters.stage_errors += 1
+                    n = self.consecutive_errors.get(stage.name, 0) + 1
+                    self.consecutive_errors[stage.name] = n
                     self.counters.last_error = f"{stage.name}: {type(e).__name__}: {e}"
-                    log.exception("stage %s failed on frame %d", stage.name, frame.seq)
-                self.latency[stage.name].add(time.perf_counter() - t0)
+                    if n <= 3 or n % 100 == 0:  # the log does not flood with a broken stage
+                        log.exception(
+                            "stage %s failed on frame %d (%d in a row)", stage.name, frame.seq, n
+                        )
+                if quit_.is_set():
+                    return  # superseded while stuck: the frame is the new worker's loss
+                window = self.latency.get(stage.name) or self.latency.setdefault(
+                    stage.name, LatencyWindow()
+                )
+                window.add(time.perf_counter() - t0)
+            self.stage_busy_since = None
             done = time.monotonic_ns()
             self.latency["total"].add((done - frame.mono_ns) / 1e9)
             with self._lock:
@@ -216,6 +277,7 @@ class Pipeline:
             "queues": {"detect": {"depth": len(self.queue), "capacity": self.queue.capacity}},
             "ring": {"frames": len(self.ring), "bytes": self.ring.nbytes},
             "stage_errors": c.stage_errors,
+            "restarts": dict(self.restarts),
             "last_error": c.last_error,
             "source": {"url": self.source.url, **self.source.stats()},
         }

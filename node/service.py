@@ -17,6 +17,8 @@ import signal
 import textwrap
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -84,6 +86,17 @@ class Service:
         self.notifier = Notifier()
         self.stop_event = threading.Event()
         self.stop_reason = ""
+        self.exit_code = 0
+        self.healer = Healer(cfg.service.heal_budget, cfg.service.heal_window_s)
+
+    @property
+    def _zoom(self) -> tuple[Point, ...]:
+        """The sim's zoom window, used unless detector.zoom_window is set."""
+        if self.source.url.startswith("sim:"):
+            from node.rules.simzones import sim_zoom_window
+
+            return sim_zoom_window(self.cfg.capture)
+        return ()
 
     def _build_stages(self) -> list[Stage]:
         """The per-frame stages the config asks for; one that cannot be built is left out
@@ -91,13 +104,8 @@ class Service:
         if not self.cfg.detector.model and not DEFAULT_MANIFEST.exists():
             log.warning("no bundled detector model in this build: detector stage absent")
             return []
-        zoom: tuple[Point, ...] = ()
-        if self.source.url.startswith("sim:"):
-            from node.rules.simzones import sim_zoom_window
-
-            zoom = sim_zoom_window(self.cfg.capture)  # unless detector.zoom_window is set
         try:
-            self.detector = build_stage(self.cfg.detector, zoom_window=zoom)
+            self.detector = build_stage(self.cfg.detector, zoom_window=self._zoom)
         except ModelError as e:
             self.detector_error = str(e)
             log.error("detector disabled: %s", e)
@@ -161,6 +169,7 @@ class Service:
             **self.pipeline.snapshot(),
             "detector": self.detector_status(),
             "rules": self.rules_status(),
+            "healing": self.healer.status(time.monotonic()),
             "disk": {
                 "path": str(self.opts.state_dir),
                 "free_bytes": disk.free,
@@ -227,6 +236,8 @@ class Service:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         log.info("stopped (%s): %s", self.stop_reason, self.summary_line())
+        if self.exit_code:
+            return self.exit_code
         return 1 if self.pipeline.source_failed else 0
 
     def _supervise(self) -> None:
@@ -249,10 +260,82 @@ class Service:
                 self._print_progress(now)
             if self.opts.duration_s is not None and now - self.started_mono >= self.opts.duration_s:
                 self.request_stop("duration reached")
-            elif self.pipeline.idle:
-                self.request_stop(
-                    "source failed" if self.pipeline.source_failed else "end of source"
-                )
+            elif self.pipeline.idle and not self.pipeline.source_failed:
+                self.request_stop("end of source")
+            else:
+                self._heal(now)
+
+    # --- self-healing ------------------------------------------------------------------------
+
+    def _heal(self, now: float) -> None:
+        """Notice a stalled camera, a stuck stage or a broken detector and repair it, within
+        the heal budget (see docs/configuration.md, [service])."""
+        svc = self.cfg.service
+        no_frame_s, busy_s = self.pipeline.stalled_s(now)
+        if self.pipeline.source_failed or no_frame_s >= svc.stall_s:
+            why = (
+                "camera failed"
+                if self.pipeline.source_failed
+                else f"no frame for {no_frame_s:.0f} s"
+            )
+            self._try("capture", why, now, self.pipeline.restart_capture)
+        elif busy_s >= svc.stall_s:
+            self._try(
+                "stages",
+                f"a frame stuck in the stages for {busy_s:.0f} s",
+                now,
+                self.pipeline.restart_stages,
+            )
+        elif (
+            self.detector is not None and self.pipeline.consecutive_errors.get("detector", 0) >= 25
+        ):
+            self._try("detector", "failed on 25 frames in a row", now, self._reload_detector)
+        elif (
+            self.detector is None
+            and self.detector_error
+            and self.healer.due("detector", svc.detector_retry_s, now)
+        ):
+            self._retry_detector()
+
+    def _try(self, what: str, why: str, now: float, action: Callable[[], None]) -> None:
+        if not self.healer.may(now):
+            return  # waiting out the spacing between heals
+        if self.healer.spent(now):
+            self.exit_code = 3
+            self.request_stop(f"self-healing budget spent ({what}: {why})")
+            log.error("giving up: %s: %s, after %d heals", what, why, self.healer.total)
+            return
+        log.warning("healing %s: %s", what, why)
+        self.healer.record(what, why, now)
+        try:
+            action()
+        except Exception as e:  # the next heal tries again, within the budget
+            self.healer.last_error = f"{what}: {type(e).__name__}: {e}"
+            log.error("healing %s failed: %s", what, e)
+
+    def _reload_detector(self) -> None:
+        assert self.detector is not None
+        self.detector.detector.reload(self.cfg.detector.model or DEFAULT_MANIFEST)
+        self.pipeline.consecutive_errors["detector"] = 0
+
+    def _retry_detector(self) -> None:
+        """A model refused at start (missing, bad hash) may have been fixed by an update."""
+        try:
+            stage = build_stage(self.cfg.detector, zoom_window=self._zoom)
+        except ModelError as e:
+            self.detector_error = str(e)
+            return
+        if stage is None:
+            return
+        log.info("detector loaded on retry: %s", stage.detector.manifest.label)
+        self.detector, self.detector_error = stage, None
+        try:
+            self.rules = self._build_rules(stage)
+        except OSError as e:
+            self.rules_error = str(e)
+        self.pipeline.stages = [stage] + ([self.rules] if self.rules else [])
+        if self.rules is not None:
+            self.rules.signal.start()
 
     def _print_progress(self, now: float) -> None:
         assert self.opts.progress is not None
@@ -262,6 +345,50 @@ class Service:
             file=self.opts.progress,
             flush=True,
         )
+
+
+class Healer:
+    """The heal budget: at most `budget` heals per `window_s`, spaced 1, 2, 4, ... s apart."""
+
+    def __init__(self, budget: int, window_s: float) -> None:
+        self.budget, self.window_s = budget, window_s
+        self.times: deque[float] = deque()
+        self.total = 0
+        self.by_kind: dict[str, int] = {}
+        self.last: str | None = None
+        self.last_error: str | None = None
+        self._ticks = _Ticker()
+
+    def _recent(self, now: float) -> int:
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+        return len(self.times)
+
+    def may(self, now: float) -> bool:
+        n = self._recent(now)
+        return not self.times or now - self.times[-1] >= min(2.0 ** (n - 1), 60.0)
+
+    def spent(self, now: float) -> bool:
+        return self._recent(now) >= self.budget
+
+    def due(self, job: str, every_s: float, now: float) -> bool:
+        return self._ticks.due(job, every_s, now)
+
+    def record(self, what: str, why: str, now: float) -> None:
+        self.times.append(now)
+        self.total += 1
+        self.by_kind[what] = self.by_kind.get(what, 0) + 1
+        self.last = f"{what}: {why}"
+
+    def status(self, now: float) -> dict[str, Any]:
+        return {
+            "heals": self.total,
+            "recent": self._recent(now),
+            "budget": self.budget,
+            "by_kind": dict(self.by_kind),
+            "last": self.last,
+            "last_error": self.last_error,
+        }
 
 
 class _Ticker:

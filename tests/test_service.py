@@ -245,3 +245,100 @@ def test_the_rules_stage_runs_after_the_detector_and_reports_why_rules_are_idle(
     assert rules["rules"]["red_light"] == "inactive: no zones.stop_line"
     assert rules["violations"] == 0
     assert any(line.startswith("  violations 0") for line in final_summary(service))
+
+
+# --- self-healing ----------------------------------------------------------------------------
+
+
+class FlakyCamera(CountingSource):
+    """Hangs after `stall_after` frames on its first opening only (a camera that wedges once)."""
+
+    def __init__(self, stall_after: int) -> None:
+        super().__init__(fps=50, stall_after=stall_after)
+        self.opens = 0
+
+    def open(self, stop: threading.Event) -> None:
+        super().open(stop)
+        self.opens += 1
+        if self.opens > 1:
+            self.stall_after = None
+
+
+def heal_cfg(**service: object) -> Config:
+    from node.configload import load
+
+    return load(None, [f"service.{k}={v}" for k, v in service.items()])
+
+
+def test_a_hung_camera_is_reconnected_and_frames_flow_again(state_dir: Path) -> None:
+    source = FlakyCamera(stall_after=10)
+    cfg = heal_cfg(stall_s=1.0)
+    service = Service(cfg, RunOptions(state_dir, duration_s=3.0), source=source, stages=[])
+    assert service.run() == 0
+    assert source.opens == 2
+    status = service.status()
+    assert status["healing"]["by_kind"] == {"capture": 1}
+    assert "no frame for" in status["healing"]["last"]
+    assert status["frames"]["in"] > 30  # it went on well past the 10 frames before the hang
+
+
+class StuckOnce:
+    """A stage that blocks forever on its first call of frame `seq` (a wedged interpreter)."""
+
+    name = "stuck"
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.blocked = threading.Event()
+        self.seen: list[int] = []
+
+    def process(self, frame: Frame) -> None:
+        if frame.seq == self.seq and not self.blocked.is_set():
+            self.blocked.set()
+            threading.Event().wait()  # never returns; the thread is abandoned
+        self.seen.append(frame.seq)
+
+
+def test_a_stuck_stage_gets_a_new_worker(state_dir: Path) -> None:
+    stage = StuckOnce(seq=5)
+    cfg = heal_cfg(stall_s=1.0)
+    service = Service(
+        cfg, RunOptions(state_dir, duration_s=3.0), source=CountingSource(fps=50), stages=[stage]
+    )
+    assert service.run() == 0
+    assert service.status()["healing"]["by_kind"] == {"stages": 1}
+    assert max(stage.seen) > 60  # frames after the stuck one were processed by the new worker
+    assert 5 not in stage.seen
+
+
+def test_a_fault_that_keeps_coming_back_spends_the_budget_and_exits_3(state_dir: Path) -> None:
+    source = CountingSource(fps=50, stall_after=5)  # hangs after every (re)opening
+    cfg = heal_cfg(stall_s=1.0, heal_budget=2)
+    service = Service(cfg, RunOptions(state_dir, duration_s=20.0), source=source, stages=[])
+    t0 = time.monotonic()
+    assert service.run() == 3
+    assert time.monotonic() - t0 < 15  # gave up, did not wait for the duration
+    assert service.stop_reason.startswith("self-healing budget spent (capture: no frame for")
+    assert service.status()["healing"]["heals"] == 2
+
+
+def test_a_model_refused_at_start_is_loaded_once_it_appears(state_dir: Path) -> None:
+    from tests.test_infer_detector import real_model
+
+    (state_dir / "m").mkdir()
+    manifest = state_dir / "m" / "plates.json"
+    from node.configload import load
+
+    cfg = load(
+        None, [f"detector.model={json.dumps(str(manifest))}", "service.detector_retry_s=1.0"]
+    )
+    service = Service(cfg, RunOptions(state_dir, duration_s=4.0), source=CountingSource(fps=50))
+    assert service.status()["detector"]["state"] == "failed"
+    timer = threading.Timer(1.0, lambda: real_model(state_dir / "m"))  # an update brings it
+    timer.start()
+    assert service.run() == 0
+    timer.join()
+    status = service.status()
+    assert status["detector"]["state"] == "running"
+    assert status["detector"]["frames"] > 10
+    assert [s.name for s in service.pipeline.stages] == ["detector", "rules"]
