@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from node.capture.frame import Frame
 from node.config import Config
 from node.control import ControlError, ControlServer, query, socket_path
 from node.service import RunOptions, Service, final_summary
