@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from node import __version__
 from node.capture import open_source
-from node.capture.frame import FrameSource
+from node.capture.frame import Frame, FrameSource
 from node.capture.framering import FrameRing
 from node.config import Config, Point
 from node.control import ControlServer
@@ -38,8 +38,12 @@ from node.pipeline import Pipeline, Stage
 from node.rules.signal import SignalInput, build_signal
 from node.rules.stage import Sink, ViolationStage
 from node.rules.tracker import Tracker
-from node.rules.violations import ViolationRules
+from node.rules.violations import Violation, ViolationRules
 from node.rules.zones import Zones
+
+if TYPE_CHECKING:
+    from node.evidence.worker import EvidenceWorker
+    from node.store.store import PacketStore
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +78,18 @@ class Service:
         self.opts = opts
         self.started_mono = time.monotonic()
         self.source = source or open_source(cfg.capture.source, cfg.capture)
-        ring = FrameRing(cfg.ring.seconds, cfg.ring.max_mb * 1024 * 1024)
+        self.ring = FrameRing(cfg.ring.seconds, cfg.ring.max_mb * 1024 * 1024)
         self.detector: DetectorStage | None = None
         self.detector_error: str | None = None
         self.rules: ViolationStage | None = None
         self.rules_error: str | None = None
+        self.store: PacketStore | None = None
+        self.evidence: EvidenceWorker | None = None
+        self.evidence_error: str | None = None
+        self._store_stats: dict[str, Any] | None = None
         if stages is None:
             stages = self._build_stages()
-        self.ring = ring
-        self.pipeline = Pipeline(self.source, ring, stages, cfg.pipeline.queue_frames)
+        self.pipeline = Pipeline(self.source, self.ring, stages, cfg.pipeline.queue_frames)
         self.notifier = Notifier()
         self.stop_event = threading.Event()
         self.stop_reason = ""
@@ -132,6 +139,8 @@ class Service:
                 signal_cfg = replace(signal_cfg, source="frame")
                 log.info("sim source: using the simulator's signal phase")
         signal_input: SignalInput = build_signal(signal_cfg)
+        if self.sink is None:
+            self.sink = self._evidence_sink(signal_input)
         return ViolationStage(
             detector.result,
             Tracker(self.cfg.tracker),
@@ -139,6 +148,37 @@ class Service:
             ViolationRules(self.cfg.rules, Zones.from_config(zones_cfg)),
             self.sink,
         )
+
+    def _evidence_sink(self, signal_input: SignalInput) -> Sink | None:
+        """Violations → packets → the store. Without keys or a store the rules still run
+        (violations are logged and counted) and status says why nothing is stored."""
+        from node.evidence import KeyFileError
+        from node.evidence.keys import evidence_keys
+        from node.evidence.worker import EvidenceWorker
+        from node.store.store import PacketStore, StoreError
+
+        ev = self.cfg.evidence
+        try:
+            key, central = evidence_keys(self.opts.state_dir, ev.node_key, ev.central_key)
+            self.store = PacketStore(self.opts.state_dir / "store", self.cfg.store)
+        except (KeyFileError, StoreError, OSError) as e:
+            self.evidence_error = str(e)
+            log.error("evidence disabled: %s", e)
+            return None
+        if central is None:
+            log.warning("evidence.central_key not set: packets are signed but not sealed")
+        detector = self.detector
+
+        def model() -> object:
+            return detector.detector.manifest if detector is not None else None
+
+        worker = EvidenceWorker(self.cfg, self.ring, self.store, key, central, model)
+        self.evidence = worker
+
+        def sink(violation: Violation, frame: Frame) -> None:
+            worker.submit(violation, signal_input.current(frame.mono_ns))
+
+        return sink
 
     def detector_status(self) -> dict[str, Any]:
         if self.detector is not None:
@@ -156,6 +196,15 @@ class Service:
             return {"state": "failed", "error": self.rules_error}
         return {"state": "absent", "error": "needs the detector"}
 
+    def evidence_status(self) -> dict[str, Any]:
+        if self.evidence is None:
+            why = self.evidence_error or "needs the rules stage"
+            return {"state": "failed" if self.evidence_error else "absent", "error": why}
+        out: dict[str, Any] = {"state": "running", **self.evidence.status()}
+        if self.store is not None:
+            out["store"] = self._store_stats or self.store.stats()
+        return out
+
     # --- status ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -170,6 +219,7 @@ class Service:
             "detector": self.detector_status(),
             "rules": self.rules_status(),
             "healing": self.healer.status(time.monotonic()),
+            "evidence": self.evidence_status(),
             "disk": {
                 "path": str(self.opts.state_dir),
                 "free_bytes": disk.free,
@@ -216,6 +266,8 @@ class Service:
             }
         try:
             control.start()
+            if self.evidence is not None:
+                self.evidence.start()
             if self.rules is not None:
                 self.rules.signal.start()
             self.pipeline.start()
@@ -229,6 +281,11 @@ class Service:
         finally:
             self.notifier.stopping()
             self.pipeline.stop()
+            if self.evidence is not None:
+                self.evidence.stop()
+            if self.store is not None:
+                self._store_stats = self.store.stats()  # what status says once it is closed
+                self.store.close()
             if self.rules is not None:
                 self.rules.signal.close()
             control.close()
@@ -441,6 +498,16 @@ def final_summary(service: Service) -> list[str]:
             )
     else:
         lines.append(f"  rules      {r['state']}: {r.get('error', '')}")
+    e = s["evidence"]
+    if e["state"] == "running":
+        stored_mb = e["bytes"] / 1e6
+        where = service.opts.state_dir / "store"
+        lines.append(f"  evidence   {e['stored']} packets stored ({stored_mb:.1f} MB) in {where}")
+        trouble = {k: e[k] for k in ("no_frames", "lost", "queued") if e[k]}
+        if trouble:
+            lines.append(" " * 13 + ", ".join(f"{k} {v}" for k, v in trouble.items()))
+    else:
+        lines.append(f"  evidence   {e['state']}: {e['error']}")
     source_stats = ", ".join(f"{k} {v}" for k, v in service.source.stats().items())
     lines.extend(
         textwrap.wrap(source_stats, 80, initial_indent=" " * 13, subsequent_indent=" " * 13)

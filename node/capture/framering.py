@@ -39,6 +39,11 @@ class FrameRing:
         with self._lock:
             return [f for f in self._frames if start_ns <= f.mono_ns <= end_ns]
 
+    def by_seq(self, first: int, last: int) -> list[Frame]:
+        """Frames with `first <= seq <= last`, oldest first."""
+        with self._lock:
+            return [f for f in self._frames if first <= f.seq <= last]
+
     def latest(self) -> Frame | None:
         with self._lock:
             return self._frames[-1] if self._frames else None
