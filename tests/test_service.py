@@ -174,7 +174,7 @@ def test_run_prints_progress_and_summary(state_dir: Path) -> None:
             "--source",
             "sim://junction?seed=5",
             "--duration",
-            "2.5",
+            "5",
             "--progress",
         ),
         check=False,
