@@ -24,8 +24,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/roadnode run --source 'sim://junction?seed=$(SEED)' --duration $(DURATION) \
-		--state-dir $(DEMO_STATE) --progress
+	$(BIN)/roadnode demo --seed $(SEED) --duration $(DURATION) --state-dir $(DEMO_STATE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -219,6 +219,10 @@ def _cross_checks(cfg: Config) -> Iterable[tuple[set[str], str]]:
             (f"capture.source: must start with picam://, replay:// or sim://, got {cap.source!r}"),
         )
     yield from _signal_checks(cfg)
+    from node.uplink.link import config_problems  # standard library only
+
+    for problem in config_problems(cfg.uplink):
+        yield ({f"uplink.{problem.split(':', 1)[0].split('.', 1)[1].split('/')[0]}"}, problem)
     if cfg.tracker.low_score > cfg.tracker.high_score:
         yield (
             {"tracker.low_score", "tracker.high_score"},

@@ -44,6 +44,8 @@ from node.rules.zones import Zones
 if TYPE_CHECKING:
     from node.evidence.worker import EvidenceWorker
     from node.store.store import PacketStore
+    from node.uplink.telemetry import Heartbeat
+    from node.uplink.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,9 @@ class Service:
         self.evidence: EvidenceWorker | None = None
         self.evidence_error: str | None = None
         self._store_stats: dict[str, Any] | None = None
+        self.uploader: Uploader | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.uplink_error: str | None = None
         if stages is None:
             stages = self._build_stages()
         self.pipeline = Pipeline(self.source, self.ring, stages, cfg.pipeline.queue_frames)
@@ -94,6 +99,7 @@ class Service:
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.exit_code = 0
+        self.stop_hook: Callable[[], None] | None = None  # after evidence, before the uplink
         self.healer = Healer(cfg.service.heal_budget, cfg.service.heal_window_s)
 
     @property
@@ -172,7 +178,10 @@ class Service:
         def model() -> object:
             return detector.detector.manifest if detector is not None else None
 
-        worker = EvidenceWorker(self.cfg, self.ring, self.store, key, central, model)
+        self._build_uplink(self.store, key, central)
+        uploader = self.uploader
+        on_stored = uploader.upload_now if uploader is not None else None
+        worker = EvidenceWorker(self.cfg, self.ring, self.store, key, central, model, on_stored)
         self.evidence = worker
 
         def sink(violation: Violation, frame: Frame) -> None:
@@ -195,6 +204,41 @@ class Service:
         if self.rules_error:
             return {"state": "failed", "error": self.rules_error}
         return {"state": "absent", "error": "needs the detector"}
+
+    def _build_uplink(self, store: PacketStore, key: Any, central: Any) -> None:
+        """The uploader and the heartbeat, when `uplink.url` is set. A config the uploader
+        cannot use (a missing CA file, say) leaves packets safe in the store and says why."""
+        from node.uplink.telemetry import Heartbeat
+        from node.uplink.uploader import UplinkError, Uploader
+
+        up = self.cfg.uplink
+        if not up.url:
+            return
+        try:
+            self.uploader = Uploader(store, up)
+        except UplinkError as e:
+            self.uplink_error = str(e)
+            log.error("uplink disabled: %s", e)
+            return
+        if up.heartbeat_minutes > 0:
+            self.heartbeat = Heartbeat(
+                store,
+                self.status,
+                key,
+                self.cfg.node,
+                central,
+                up.heartbeat_minutes * 60,
+                on_enqueued=lambda _id: self.uploader.upload_now() if self.uploader else None,
+            )
+
+    def uplink_status(self) -> dict[str, Any]:
+        if self.uploader is not None:
+            st = self.uploader.status()
+            st["link"] = st.pop("state")  # up, down, backoff, window, stopped
+            return {"state": "running", **st}
+        if self.uplink_error:
+            return {"state": "failed", "error": self.uplink_error}
+        return {"state": "off", "error": "uplink.url not set"}
 
     def evidence_status(self) -> dict[str, Any]:
         if self.evidence is None:
@@ -220,6 +264,7 @@ class Service:
             "rules": self.rules_status(),
             "healing": self.healer.status(time.monotonic()),
             "evidence": self.evidence_status(),
+            "uplink": self.uplink_status(),
             "disk": {
                 "path": str(self.opts.state_dir),
                 "free_bytes": disk.free,
@@ -268,6 +313,9 @@ class Service:
             control.start()
             if self.evidence is not None:
                 self.evidence.start()
+            for part in (self.uploader, self.heartbeat):
+                if part is not None:
+                    part.start()
             if self.rules is not None:
                 self.rules.signal.start()
             self.pipeline.start()
@@ -283,6 +331,11 @@ class Service:
             self.pipeline.stop()
             if self.evidence is not None:
                 self.evidence.stop()
+            if self.stop_hook is not None:
+                self.stop_hook()
+            for part in (self.heartbeat, self.uploader):
+                if part is not None:
+                    part.stop()
             if self.store is not None:
                 self._store_stats = self.store.stats()  # what status says once it is closed
                 self.store.close()
@@ -508,6 +561,11 @@ def final_summary(service: Service) -> list[str]:
             lines.append(" " * 13 + ", ".join(f"{k} {v}" for k, v in trouble.items()))
     else:
         lines.append(f"  evidence   {e['state']}: {e['error']}")
+    u = s["uplink"]
+    if u["state"] == "running":
+        lines.append(f"  uplink     {u['acked']} packets acked by {u['url']} (link {u['link']})")
+    else:
+        lines.append(f"  uplink     {u['state']}: {u['error']}")
     source_stats = ", ".join(f"{k} {v}" for k, v in service.source.stats().items())
     lines.extend(
         textwrap.wrap(source_stats, 80, initial_indent=" " * 13, subsequent_indent=" " * 13)

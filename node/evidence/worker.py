@@ -61,7 +61,9 @@ class EvidenceWorker:
         key: Any,
         central_pub: Any,
         model_info: Callable[[], Any],
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
+        self.on_stored = on_stored
         self.cfg, self.ring, self.store = cfg, ring, store
         self.key, self.central_pub, self.model_info = key, central_pub, model_info
         self.queue: queue.Queue[Job | None] = queue.Queue(QUEUE_DEPTH)
@@ -174,5 +176,7 @@ class EvidenceWorker:
                 continue
             self.counts["stored"] += 1
             self.bytes += len(packet.data)
+            if self.on_stored is not None:
+                self.on_stored()  # the uplink sends it now, not at its next poll
             log.info("violation %s stored (%s, %d bytes)", v.id, v.rule, len(packet.data))
             return

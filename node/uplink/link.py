@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from node.config import UplinkConfig
+
 CHUNK_BYTES = 16_384
 _WINDOW = re.compile(r"\s*([0-2][0-9]):([0-5][0-9])\s*-\s*([0-2][0-9]):([0-5][0-9])\s*")
 
@@ -138,3 +140,24 @@ class UploadWindows:
         return ", ".join(
             f"{s // 60:02d}:{s % 60:02d}-{e // 60:02d}:{e % 60:02d}" for s, e in self.windows
         )
+
+
+def config_problems(cfg: UplinkConfig) -> list[str]:
+    """Problems of `[uplink]` that span keys (one line each); empty when it is usable."""
+    problems = []
+    if cfg.url.startswith("http://") and not cfg.allow_plain_http:
+        problems.append(
+            "uplink.url: plain http:// needs uplink.allow_plain_http = true "
+            "(packets would travel unencrypted)"
+        )
+    if bool(cfg.client_cert) != bool(cfg.client_key):
+        problems.append("uplink.client_cert/client_key: give both or neither")
+    if cfg.backoff_base_s > cfg.backoff_max_s:
+        problems.append(
+            f"uplink.backoff_base_s: must not exceed uplink.backoff_max_s ({cfg.backoff_max_s:g})"
+        )
+    try:
+        UploadWindows.parse(cfg.windows)
+    except ValueError as e:
+        problems.append(f"uplink.windows: {e}")
+    return problems

@@ -46,7 +46,7 @@ from requests.adapters import HTTPAdapter
 from node import __version__
 from node.config import UplinkConfig
 from node.store import Claimed, PacketStore, StoreError
-from node.uplink.link import Stopped, ThrottledBody, TokenBucket, UploadWindows
+from node.uplink.link import Stopped, ThrottledBody, TokenBucket, UploadWindows, config_problems
 from node.uplink.retry import NEVER_LEFT, RetryPolicy, classify, describe, parse_retry_after
 
 if TYPE_CHECKING:
@@ -156,27 +156,6 @@ def _check_file(key: str, path: str, private: bool = False) -> None:
             f"uplink.{key}: {path}: private key is readable by group or others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
         )
-
-
-def config_problems(cfg: UplinkConfig) -> list[str]:
-    """Problems of `[uplink]` that span keys (one line each); empty when it is usable."""
-    problems = []
-    if cfg.url.startswith("http://") and not cfg.allow_plain_http:
-        problems.append(
-            "uplink.url: plain http:// needs uplink.allow_plain_http = true "
-            "(packets would travel unencrypted)"
-        )
-    if bool(cfg.client_cert) != bool(cfg.client_key):
-        problems.append("uplink.client_cert/client_key: give both or neither")
-    if cfg.backoff_base_s > cfg.backoff_max_s:
-        problems.append(
-            f"uplink.backoff_base_s: must not exceed uplink.backoff_max_s ({cfg.backoff_max_s:g})"
-        )
-    try:
-        UploadWindows.parse(cfg.windows)
-    except ValueError as e:
-        problems.append(f"uplink.windows: {e}")
-    return problems
 
 
 def tls_context(cfg: UplinkConfig) -> ssl.SSLContext:
