@@ -26,7 +26,16 @@ DEFAULT_STATE_DIR = Path("/var/lib/roadnode")
 # Subsystems that bring their own subcommands. Each module's `register(sub)` adds parsers
 # with `set_defaults(handler=function)`, where function(args) -> exit status. The modules
 # import only the standard library at the top, so `roadnode --help` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ("node.rules.commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "node.rules.commands",
+    "node.evidence.commands",
+    "node.console.commands",
+    "node.store.commands",
+    "node.uplink.commands",
+    "node.fleet.commands",
+    "node.bench.commands",
+    "node.demo",
+)
 
 
 def state_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -166,6 +175,7 @@ def format_status(s: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"detector {d['state']}" + (f": {d['error']}" if "error" in d else ""))
+    lines += _pipeline_lines(s)
     lines += [
         f"queues   detect {q['depth']}/{q['capacity']}",
         f"ring     {ring['frames']} frames, {_mb(ring['bytes'])}",
@@ -173,6 +183,44 @@ def format_status(s: dict[str, Any]) -> str:
         f"errors   stage {s['stage_errors']}; last: {s['last_error'] or 'none'}",
     ]
     return "\n".join(line[:80] for line in lines)
+
+
+def _pipeline_lines(s: dict[str, Any]) -> list[str]:
+    """Rules, evidence, store, uplink, health and healing: one or two lines each."""
+    out = []
+    r = s.get("rules", {})
+    if r.get("state") == "running":
+        per = ", ".join(f"{k} {n}" for k, n in r["rules"]["violations"].items())
+        out.append(f"rules    {r['violations']} violations ({per})")
+        out += [f"         {k} {v}" for k, v in r["rules"].items() if str(v).startswith("inactive")]
+    elif r:
+        out.append(f"rules    {r['state']}: {r.get('error', '')}")
+    e = s.get("evidence", {})
+    if e.get("state") == "running":
+        st = e.get("store", {}).get("states", {})
+        ready, acked = st.get("ready", {}), st.get("acked", {})
+        out.append(
+            f"evidence {e['stored']} stored, {e['lost']} lost; store ready "
+            f"{ready.get('count', 0)} ({_mb(ready.get('bytes', 0))}), acked {acked.get('count', 0)}"
+        )
+        if e.get("store", {}).get("low_disk"):
+            out.append("         LOW DISK: the store refuses low-priority packets")
+    elif e:
+        out.append(f"evidence {e['state']}: {e.get('error', '')}")
+    u = s.get("uplink", {})
+    if u.get("state") == "running":
+        out.append(
+            f"uplink   link {u['link']}, {u['acked']} acked, last error {u['last_error'] or 'none'}"
+        )
+    elif u:
+        out.append(f"uplink   {u['state']}: {u.get('error', '')}")
+    h = s.get("health", {})
+    if h:
+        out.append(f"health   alarms: {', '.join(h.get('alarms', [])) or 'none'}")
+    heal = s.get("healing", {})
+    if heal.get("heals"):
+        out.append(f"healing  {heal['heals']} heals ({heal['recent']} recent); last {heal['last']}")
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:

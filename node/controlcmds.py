@@ -243,7 +243,27 @@ def signal(service: Service, _request: Reply) -> Reply:
     }
 
 
+def uplink(service: Service, _request: Reply) -> Reply:
+    """The uploader's state: link, counts, last success and error (secrets never included)."""
+    st = service.uplink_status()
+    return {"ok": True, "available": st["state"] == "running", **st}
+
+
+def upload_now(service: Service, _request: Reply) -> Reply:
+    """Wake the uploader: it tries the queue now instead of at its next poll or backoff."""
+    if service.uploader is None:
+        return {
+            "ok": False,
+            "error": f"uplink {service.uplink_status()['state']}: "
+            f"{service.uplink_status().get('error', '')}",
+        }
+    service.uploader.upload_now()
+    return {"ok": True, "link": service.uploader.status()["state"]}
+
+
 HANDLERS: dict[str, Callable[[Service, Reply], Reply]] = {
+    "uplink": uplink,
+    "upload_now": upload_now,
     "violations": violations,
     "signal": signal,
     "camera": camera,

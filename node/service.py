@@ -30,6 +30,7 @@ from node.capture.frame import Frame, FrameSource
 from node.capture.framering import FrameRing
 from node.config import Config, Point
 from node.control import ControlServer
+from node.health import Health
 from node.infer.detector import DetectorStage, build_stage
 from node.infer.manifest import DEFAULT_MANIFEST
 from node.infer.runtime import ModelError
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from node.uplink.uploader import Uploader
 
 log = logging.getLogger(__name__)
+HEALTH_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Service:
         self.uploader: Uploader | None = None
         self.heartbeat: Heartbeat | None = None
         self.uplink_error: str | None = None
+        self._started: set[int] = set()
         if stages is None:
             stages = self._build_stages()
         self.pipeline = Pipeline(self.source, self.ring, stages, cfg.pipeline.queue_frames)
@@ -101,6 +104,7 @@ class Service:
         self.exit_code = 0
         self.stop_hook: Callable[[], None] | None = None  # after evidence, before the uplink
         self.healer = Healer(cfg.service.heal_budget, cfg.service.heal_window_s)
+        self.health = Health(opts.state_dir)
 
     @property
     def _zoom(self) -> tuple[Point, ...]:
@@ -205,6 +209,13 @@ class Service:
             return {"state": "failed", "error": self.rules_error}
         return {"state": "absent", "error": "needs the detector"}
 
+    def _start_parts(self) -> None:
+        """Start the evidence worker, uploader and heartbeat that exist and are not running."""
+        for part in (self.evidence, self.uploader, self.heartbeat):
+            if part is not None and id(part) not in self._started:
+                part.start()
+                self._started.add(id(part))
+
     def _build_uplink(self, store: PacketStore, key: Any, central: Any) -> None:
         """The uploader and the heartbeat, when `uplink.url` is set. A config the uploader
         cannot use (a missing CA file, say) leaves packets safe in the store and says why."""
@@ -265,6 +276,7 @@ class Service:
             "healing": self.healer.status(time.monotonic()),
             "evidence": self.evidence_status(),
             "uplink": self.uplink_status(),
+            "health": {**self.health.last(), "alarms": self.health.active_alarms()},
             "disk": {
                 "path": str(self.opts.state_dir),
                 "free_bytes": disk.free,
@@ -311,11 +323,7 @@ class Service:
             }
         try:
             control.start()
-            if self.evidence is not None:
-                self.evidence.start()
-            for part in (self.uploader, self.heartbeat):
-                if part is not None:
-                    part.start()
+            self._start_parts()
             if self.rules is not None:
                 self.rules.signal.start()
             self.pipeline.start()
@@ -364,6 +372,8 @@ class Service:
             if wd and ticks.due("watchdog", wd / 2, now) and processed > last_ping_processed:
                 self.notifier.watchdog()  # only while frames really advance
                 last_ping_processed = processed
+            if ticks.due("health", HEALTH_EVERY_S, now):
+                self.health.sample()  # sensors, alarms with hysteresis (logged on change)
             if ticks.due("status", self.cfg.service.status_interval_s, now):
                 self.notifier.status(self.summary_line())
             if self.opts.progress and ticks.due("progress", 1.0, now):
@@ -446,6 +456,7 @@ class Service:
         self.pipeline.stages = [stage] + ([self.rules] if self.rules else [])
         if self.rules is not None:
             self.rules.signal.start()
+        self._start_parts()
 
     def _print_progress(self, now: float) -> None:
         assert self.opts.progress is not None
