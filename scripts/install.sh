@@ -84,6 +84,19 @@ say "installing roadnode into $VENV"
 install -m 0755 "$SRC/scripts/recover.sh" "$PREFIX/libexec/roadnode-recover"
 install -m 0644 "$SRC"/docs/*.md "$PREFIX/docs/"
 
+# --- the release the node runs: fleet updates switch releases/current (docs/fleet-updates.md)
+REL=$ROOT/var/lib/roadnode/fleet/releases
+version=$(cd / && "$VENV/bin/python" -c 'import node; print(node.__version__)')
+install -d -m 0750 "$REL"
+if [ ! -e "$REL/$version" ] && [ ! -L "$REL/$version" ]; then
+    ln -s /opt/roadnode "$REL/$version"
+fi
+if [ ! -e "$REL/current" ] && [ ! -L "$REL/current" ]; then
+    ln -s "$version" "$REL/current"
+    say "release $version is current"
+fi
+rooted "$TMPFILES" --create roadnode.conf # owner of the fleet folders
+
 # --- config (never overwritten) --------------------------------------------------------------
 if [ ! -e "$CONF" ]; then
     id=${NODE_ID:-$(hostname 2>/dev/null || echo roadnode)}

@@ -29,7 +29,11 @@ SERVICES = [
     "roadnode-recover.service",
 ]
 ALL_UNITS = [*SERVICES, "roadnode-retry.timer"]
-EXECUTABLES = ["opt/roadnode/venv/bin/roadnode", "opt/roadnode/libexec/roadnode-recover"]
+EXECUTABLES = [
+    "opt/roadnode/venv/bin/roadnode",
+    "opt/roadnode/libexec/roadnode-recover",
+    "var/lib/roadnode/fleet/releases/current/venv/bin/roadnode",
+]
 MAX_EXPOSURE = 2.5
 
 analyze = shutil.which("systemd-analyze")
@@ -111,7 +115,7 @@ def test_verify_as_run_here_does_catch_a_bad_unit(tmp_path: Path) -> None:
     root = verify_root(tmp_path, {"roadnode.service": text.replace("Nice=", "Nicety=")})
     done = run_verify(root, ["roadnode.service"])
     assert "Unknown key 'Nicety'" in done.stderr
-    (root / EXECUTABLES[0]).unlink()
+    (root / values("roadnode.service", "ExecStart")[0].split()[0].lstrip("/")).unlink()
     done = run_verify(root, ["roadnode.service"])
     assert done.returncode != 0
     assert "is not executable" in done.stderr
@@ -196,7 +200,12 @@ def test_exec_paths_are_where_the_installer_puts_them() -> None:
     installer = (ROOT / "scripts/install.sh").read_text()
     for unit in SERVICES:
         exe = values(unit, "ExecStart")[0].split()[0]
-        assert exe in ("/opt/roadnode/venv/bin/roadnode", "/opt/roadnode/libexec/roadnode-recover")
+        assert exe in (
+            "/opt/roadnode/venv/bin/roadnode",  # console, agent: not switched by updates
+            "/opt/roadnode/libexec/roadnode-recover",
+            "/var/lib/roadnode/fleet/releases/current/venv/bin/roadnode",  # the node
+        )
+    assert values("roadnode.service", "ExecStart")[0].startswith("/var/lib/roadnode/fleet/")
     assert '"$PREFIX/libexec/roadnode-recover"' in installer
     console = values("roadnode-console@.service", "ExecStart")[0]
     assert console.endswith(
@@ -341,7 +350,7 @@ def installer_env(root: Path, python: str) -> dict[str, str]:
         "NODE_ID": "pi 07/x",
         "CONSOLE_PORTS": "serial0 ttyGS0",
         "ENABLE_CONSOLE": "yes",
-        "ENABLE_AGENT": "no",
+        "ENABLE_AGENT": "yes",
         "TMPDIR": str(root.parent),
     }
     if shutil.which("systemctl") is None:
@@ -387,7 +396,10 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     assert (etc / "multi-user.target.wants/roadnode.service").is_symlink()
     assert (etc / "dev-serial0.device.wants/roadnode-console@serial0.service").is_symlink()
     assert (etc / "dev-ttyGS0.device.wants/roadnode-console@ttyGS0.service").is_symlink()
-    assert not (etc / "multi-user.target.wants/roadnode-agent.service").exists()
+    assert (etc / "multi-user.target.wants/roadnode-agent.service").is_symlink()
+    releases = root / "var/lib/roadnode/fleet/releases"
+    current = os.readlink(releases / "current")
+    assert os.readlink(releases / current) == "/opt/roadnode"  # the seeded release
     recover = root / "opt/roadnode/libexec/roadnode-recover"
     assert recover.stat().st_mode & 0o111
     assert (root / "opt/roadnode/docs/operations.md").is_file()
