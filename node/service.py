@@ -277,6 +277,7 @@ class Service:
             "evidence": self.evidence_status(),
             "uplink": self.uplink_status(),
             "health": {**self.health.last(), "alarms": self.health.active_alarms()},
+            "updates": _updates(self.opts.state_dir),
             "disk": {
                 "path": str(self.opts.state_dir),
                 "free_bytes": disk.free,
@@ -466,6 +467,16 @@ class Service:
             file=self.opts.progress,
             flush=True,
         )
+
+
+def _updates(state_dir: Path) -> dict[str, Any]:
+    """Installed versions and the last update's result (node.fleet; files only)."""
+    from node.fleet import update_status
+
+    try:
+        return update_status(state_dir)
+    except (OSError, ValueError) as e:
+        return {"error": f"update state unreadable: {e}"}
 
 
 class Healer:

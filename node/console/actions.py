@@ -471,12 +471,37 @@ def cmd_upload(s: Session, args: list[str]) -> Lines:
     return ["upload started", *_flatten("", reply)]
 
 
-def cmd_update(_s: Session, args: list[str]) -> Lines:
+def cmd_update(s: Session, args: list[str]) -> Lines:
     if args not in (["status"], ["rollback"]):
         raise ActionError("update: `update status` or `update rollback`")
-    if importlib.util.find_spec("node.update") is None:
-        return ["update: the updater is not in this build"]
-    return ["update: the console cannot drive the updater in this build yet"]
+    if args == ["rollback"]:
+        # The agent rolls back by itself when an update fails its health proof; a manual
+        # rollback of a committed update is a signed downgrade bundle from the fleet.
+        return [
+            "update rollback: not from the console in this build; the agent rolls back by",
+            "itself when an update fails its health proof. Ask operations for a signed",
+            "downgrade bundle (docs/fleet-updates.md).",
+        ]
+    from node.fleet import update_status
+
+    st = update_status(s.ctx.state_dir)
+    lines = []
+    for kind in ("software", "model", "config"):
+        v = st.get(kind) or {}
+        lines.append(
+            f"{kind:<9} current {v.get('current') or '-'}  previous {v.get('previous') or '-'}"
+        )
+    if st.get("in_progress"):
+        p = st["in_progress"]
+        lines.append(f"updating  {p.get('kind')} {p.get('version')}: step {p.get('step')}")
+    last = st.get("last")
+    if last:
+        lines.append(f"last      {last.get('result')} {last.get('kind')} {last.get('version')}")
+        if last.get("reason"):
+            lines.append(f"          {str(last['reason'])[:68]}")
+    else:
+        lines.append("last      no update yet")
+    return lines
 
 
 def cmd_service(s: Session, args: list[str]) -> Lines:
