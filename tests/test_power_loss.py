@@ -44,7 +44,7 @@ def healthy(state: Path, timeout: float = 60.0) -> dict[str, object]:
     while time.monotonic() < deadline:
         try:
             s = query(state, {"cmd": "status"}, timeout=2.0)
-            if s["frames"]["processed"] > 0:  # type: ignore[index]
+            if s["frames"]["processed"] > 0:
                 return s
         except (ControlError, OSError):
             pass
