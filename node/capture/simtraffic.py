@@ -24,6 +24,7 @@ RULES = ("red_light", "solid_line", "wrong_way", "speeding")
 SPEED_LIMIT = 50.0 / 3.6  # m/s
 SPEED_CHECK_Z = 12.0  # speed is read when a vehicle's rear passes this distance
 SPAWN_Z = 3.0
+CHANGE_Z = (9.0, 12.0)  # where solid-line offenders start their lane change (rear z)
 EXIT_Z = 82.0
 BRAKE = 4.0  # comfortable deceleration, m/s^2
 MAX_BRAKE = 8.0
@@ -224,7 +225,9 @@ class Traffic:
         if offence == "wrong_way":
             v.direction, v.speed = -1, wanted
         elif offence == "solid_line":
-            v.change_at = float(rng.uniform(SPAWN_Z + 0.5, 7.0))
+            # in full view of the camera (plates show from about 7.3 m), well before the
+            # stop line: the whole lane change is on camera
+            v.change_at = float(rng.uniform(*CHANGE_Z))
         self.vehicles.append(v)
 
     @staticmethod
