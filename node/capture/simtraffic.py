@@ -287,7 +287,9 @@ class Traffic:
             v.speed_read = True
             if v.speed > SPEED_LIMIT:
                 self._violation(v, "speeding", seq)
-        if v.direction > 0 and SOLID_Z[0] <= v.z + v.kind.length / 2 < SOLID_Z[1]:
+        # judged at the rear (where the plate is, all a camera behind the traffic can see): a
+        # truck whose rear is still beside a solid line when it crosses it has crossed it
+        if v.direction > 0 and SOLID_Z[0] <= v.z < SOLID_Z[1]:
             for d in LANE_DIVIDERS:
                 if (old_x - d) * (v.x - d) < 0:
                     self._violation(v, "solid_line", seq)

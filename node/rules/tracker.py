@@ -201,7 +201,10 @@ class Tracker:
         pred = xyxy_to_cxcywh(self._kf.boxes()[rows])
         obs = xyxy_to_cxcywh(det)
         ps, ds = box_sizes(pred), box_sizes(obs)
-        radius = self.cfg.centre_gate * ps + 3.0 * self._kf.centre_sigma()[rows]
+        # the filter's uncertainty widens the gate for a track seen a while ago, but never past
+        # twice the plain gate: a plate does not jump lanes, the gate would catch a neighbour
+        base = self.cfg.centre_gate * ps
+        radius = base + np.minimum(3.0 * self._kf.centre_sigma()[rows], base)
         dist = np.hypot(pred[:, None, 0] - obs[None, :, 0], pred[:, None, 1] - obs[None, :, 1])
         scale = ds[None, :] / ps[:, None]
         ok = (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)
