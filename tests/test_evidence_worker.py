@@ -121,3 +121,28 @@ def test_frames_already_gone_are_counted_not_fatal(
     assert store.kept == {}
     assert w.status()["no_frames"] == 2
     assert "no frames kept" in (w.status()["last_error"] or "")
+
+
+def test_verify_packet_reads_a_blob_straight_from_the_store(
+    tmp_path: Path, violation: Violation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli import main
+    from node.evidence.keys import public_key_text
+
+    ring = FrameRing(60.0, 10**9)
+    for seq in range(60):
+        ring.push(frame(seq))
+    store = PacketStore(tmp_path / "store", StoreConfig())
+    w, key = worker(tmp_path, store, ring)
+    w.submit(violation, None)
+    w.stop()
+    store.close()
+    blob = tmp_path / "store" / "blobs" / violation.id
+    pub = public_key_text(key.public_key())
+    assert main(["verify-packet", str(blob), "--node-key", pub]) == 0
+    assert capsys.readouterr().out.startswith(f"{blob}: OK")
+    data = bytearray(blob.read_bytes())
+    data[-5000] ^= 0x40  # inside the packet: the store's own sha256 catches it first
+    blob.write_bytes(bytes(data))
+    assert main(["verify-packet", str(blob), "--node-key", pub]) == 1
+    assert "store blob: packet bytes do not match" in capsys.readouterr().out

@@ -144,6 +144,26 @@ def _summary(v: Any) -> str:
     return "\n".join(lines)
 
 
+def _unwrap_store_blob(path: Path, data: bytes) -> bytes:
+    """A file from the node's store (`STATE/store/blobs/ID`) carries a one-line store header
+    before the packet: check that header's size and sha256, then verify the packet inside."""
+    import hashlib
+
+    from node.evidence import PacketError
+    from node.store.store import MAGIC, parse_header
+
+    if not data.startswith(MAGIC):
+        return data
+    try:
+        meta, offset = parse_header(path)
+    except ValueError as e:
+        raise PacketError(f"store blob: {e}") from None
+    inner = data[offset:]
+    if hashlib.sha256(inner).hexdigest() != meta["sha256"]:
+        raise PacketError("store blob: packet bytes do not match the store's sha256")
+    return inner
+
+
 def cmd_verify_packet(args: argparse.Namespace) -> int:
     from node.evidence import KeyFileError, PacketError
     from node.evidence.format import parse_head
@@ -156,6 +176,7 @@ def cmd_verify_packet(args: argparse.Namespace) -> int:
             data = f.read(MAX_PACKET_FILE_BYTES + 1)
         if len(data) > MAX_PACKET_FILE_BYTES:
             raise PacketError(f"over {MAX_PACKET_FILE_BYTES} bytes: not a packet")
+        data = _unwrap_store_blob(args.file, data)
         env = parse_head(data)
         node_keys = _node_keys(args.node_key, env.node_id)
         central = load_central_private_key(args.central_key) if args.central_key else None
