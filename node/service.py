@@ -232,14 +232,27 @@ class Service:
             log.error("uplink disabled: %s", e)
             return
         if up.heartbeat_minutes > 0:
+            from node.console.audit import AuditShipper
+
+            audit = AuditShipper(self.opts.state_dir)
+
+            def telemetry() -> dict[str, Any]:
+                """The status, and the console's audit records not yet sent."""
+                return {**self.status(), "console_audit": audit.pending()}
+
+            def enqueued(_packet_id: str) -> None:
+                audit.sent()
+                if self.uploader is not None:
+                    self.uploader.upload_now()
+
             self.heartbeat = Heartbeat(
                 store,
-                self.status,
+                telemetry,
                 key,
                 self.cfg.node,
                 central,
                 up.heartbeat_minutes * 60,
-                on_enqueued=lambda _id: self.uploader.upload_now() if self.uploader else None,
+                on_enqueued=enqueued,
             )
 
     def uplink_status(self) -> dict[str, Any]:

@@ -90,3 +90,57 @@ class AuditLog:
         if detail:
             fields["detail"] = detail[:200]
         self.record("command", **fields, **extra)
+
+
+class AuditShipper:
+    """The audit records not yet sent to the central, for the telemetry heartbeat.
+
+    `pending()` returns the records appended since the last `sent()` (at most `limit`), and
+    remembers where they end; `sent()` (called once the heartbeat carrying them is safely in
+    the store) moves the mark, kept in `<state_dir>/console-audit.sent` so a restart does not
+    send them again. A rotated log starts over from its beginning."""
+
+    MARK = "console-audit.sent"
+
+    def __init__(self, state_dir: Path, limit: int = 50) -> None:
+        self.path = state_dir / AUDIT_FILE
+        self.mark_path = state_dir / self.MARK
+        self.limit = limit
+        self._next: tuple[int, int] | None = None
+
+    def _mark(self) -> tuple[int, int]:
+        """(inode, offset) of the first record not yet sent."""
+        try:
+            inode, offset = self.mark_path.read_text(encoding="ascii").split()
+            return int(inode), int(offset)
+        except (OSError, ValueError):
+            return (0, 0)
+
+    def pending(self) -> list[dict[str, Any]]:
+        try:
+            st = self.path.stat()
+            with self.path.open("rb") as f:
+                inode, offset = self._mark()
+                if inode != st.st_ino or offset > st.st_size:
+                    offset = 0  # a new (rotated) file
+                f.seek(offset)
+                records: list[dict[str, Any]] = []
+                for line in f:
+                    if not line.endswith(b"\n") or len(records) >= self.limit:
+                        break
+                    offset += len(line)
+                    with contextlib.suppress(ValueError):
+                        records.append(json.loads(line))
+        except OSError:
+            return []
+        self._next = (st.st_ino, offset)
+        return records
+
+    def sent(self) -> None:
+        if self._next is None:
+            return
+        tmp = self.mark_path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(f"{self._next[0]} {self._next[1]}\n", encoding="ascii")
+            os.replace(tmp, self.mark_path)
+        self._next = None

@@ -52,7 +52,13 @@ FIELDS = (
     "version",
     "versions",
     "source",
+    "rules",
+    "evidence",
+    "healing",
+    "updates",
+    "console_audit",
 )
+UNCUT = ("console_audit",)  # bounded by its producer; never dropped by the size cut
 
 
 def system_figures(directory: Path) -> dict[str, Any]:
@@ -77,11 +83,12 @@ def system_figures(directory: Path) -> dict[str, Any]:
 def heartbeat_fields(status: Mapping[str, Any], directory: Path) -> dict[str, Any]:
     """The manifest fields of a heartbeat: the known keys of `status`, the board's figures
     and the software version; bounded to MAX_STATUS_BYTES of JSON."""
-    picked = {k: status[k] for k in FIELDS if k in status}
+    picked = {k: status[k] for k in FIELDS if k in status and k not in UNCUT}
     text = json.dumps(picked, default=str)
     if len(text) > MAX_STATUS_BYTES:
         small = {k: v for k, v in picked.items() if len(json.dumps(v, default=str)) < 2048}
         picked = small | {"truncated": sorted(set(picked) - set(small))}
+    picked |= {k: status[k] for k in UNCUT if k in status}
     picked = json.loads(json.dumps(picked, default=str))  # plain JSON types only
     return {
         "telemetry": {
