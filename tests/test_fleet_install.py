@@ -329,3 +329,44 @@ def test_agent_command_refuses_an_untrusted_bundle(
     status = json.loads(capsys.readouterr().out)
     assert status["last"]["result"] == "rejected"
     assert "unknown key" in status["rejected"][0]["reason"]
+
+
+def test_a_requested_rollback_goes_back_to_the_previous_release_proven(
+    tmp_path: Path, key: fh.Key, node: Node
+) -> None:
+    from node.fleet import request_rollback
+
+    assert node.push(fh.software(tmp_path, "1.1.0", key)).result == "committed"
+    assert node.push(fh.software(tmp_path, "1.2.0", key)).result == "committed"
+    request = request_rollback(node.state_dir, "software")  # what the console does
+    r = node.updater.manual_rollback("software", request)
+    assert (r.result, r.version) == ("committed", "1.1.0"), r.reason
+    assert (node.link("releases"), node.link("releases", "previous")) == ("1.1.0", "1.2.0")
+    assert node.service.status({"cmd": "status"})["version"] == "1.1.0"
+    assert update_status(node.state_dir)["software"] == {"current": "1.1.0", "previous": "1.2.0"}
+    assert not request.exists()
+    assert (node.root / "releases" / "1.2.0").is_dir()  # kept: it is the previous one now
+
+
+def test_a_rollback_to_a_release_that_fails_its_proof_comes_back(
+    tmp_path: Path, key: fh.Key, node: Node
+) -> None:
+    from node.fleet import request_rollback
+
+    assert node.push(fh.software(tmp_path, "1.1.1", key)).result == "committed"
+    assert node.push(fh.software(tmp_path, "1.2.0", key)).result == "committed"
+    # the previous release has gone bad since (say, its model no longer loads)
+    (node.root / "releases" / "1.1.1" / "wheels" / "behaviour.txt").write_text("stall")
+    r = node.updater.manual_rollback("software", request_rollback(node.state_dir, "software"))
+    assert r.result == "rolled_back"
+    assert (node.link("releases"), node.link("releases", "previous")) == ("1.2.0", "1.1.1")
+    assert (node.root / "releases" / "1.1.1").is_dir()  # never removed by a failed rollback
+    assert node.service.status({"cmd": "status"})["version"] == "1.2.0"
+
+
+def test_nothing_to_roll_back_to_is_said_not_attempted(node: Node) -> None:
+    from node.fleet import request_rollback
+
+    r = node.updater.manual_rollback("model", request_rollback(node.state_dir, "model"))
+    assert r.result == "skipped"
+    assert "no previous model" in r.reason

@@ -475,12 +475,15 @@ def cmd_update(s: Session, args: list[str]) -> Lines:
     if args not in (["status"], ["rollback"]):
         raise ActionError("update: `update status` or `update rollback`")
     if args == ["rollback"]:
-        # The agent rolls back by itself when an update fails its health proof; a manual
-        # rollback of a committed update is a signed downgrade bundle from the fleet.
+        from node.fleet import request_rollback, update_status
+
+        software = (update_status(s.ctx.state_dir).get("software") or {}).get("previous")
+        if not software:
+            return ["update rollback: no previous software version to go back to"]
+        request_rollback(s.ctx.state_dir, "software")
         return [
-            "update rollback: not from the console in this build; the agent rolls back by",
-            "itself when an update fails its health proof. Ask operations for a signed",
-            "downgrade bundle (docs/fleet-updates.md).",
+            f"rollback to software {software} requested: the fleet agent switches, restarts",
+            "the node and proves it healthy (else it comes back). `update status` shows it.",
         ]
     from node.fleet import update_status
 

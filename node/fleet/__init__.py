@@ -29,6 +29,23 @@ class InstallError(Exception):
     """An install step failed (one line); the node keeps the version it had."""
 
 
+ROLLBACK_REQUEST = "rollback.request"  # written by the console, taken by the agent
+
+
+def request_rollback(state_dir: Path, kind: str) -> Path:
+    """Ask the agent to roll `kind` back to its previous version (it does, within its next
+    round, with the usual health proof); the request file's path."""
+    if kind not in ("software", "model", "config"):
+        raise ValueError(f"rollback: kind must be software, model or config, got {kind!r}")
+    root = fleet_root(state_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ROLLBACK_REQUEST
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(kind + "\n", encoding="ascii")
+    tmp.replace(path)
+    return path
+
+
 def fleet_root(state_dir: Path) -> Path:
     """Where the agent keeps releases, models, configs, its journal and its state."""
     return Path(state_dir) / FLEET_DIR

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from node.config import Config
-from node.fleet import fleet_root
+from node.fleet import ROLLBACK_REQUEST, fleet_root
 from node.fleet.inbox import Inbox, is_temporary
 from node.fleet.install import (
     Hooks,
@@ -99,6 +99,8 @@ class Agent:
 
     def run(self) -> int:
         result = self.updater.recover()
+        if result is None:
+            self._rollback_requested()
         if result is not None:
             self.results.append(result)
         with Inbox(self.inbox_dir, self.cfg.fleet.settle_s) as inbox:
@@ -126,10 +128,25 @@ class Agent:
         return 0
 
     def _round(self, inbox: Inbox) -> None:
+        self._rollback_requested()
         self._take(inbox)
         if self.puller is not None and self.puller.due():
             self._poll()
         self._process_incoming()
+
+    def _rollback_requested(self) -> None:
+        """A technician's `update rollback` (the console writes ROLLBACK_REQUEST: the kind)."""
+        request = self.root / ROLLBACK_REQUEST
+        try:
+            kind = request.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return
+        if kind not in ("software", "model", "config"):
+            log.error("rollback request for %r refused: not software, model or config", kind)
+            request.unlink(missing_ok=True)
+            return
+        log.warning("rollback of %s requested from the console", kind)
+        self.results.append(self.updater.manual_rollback(kind, request))
 
     def _waiting(self, inbox: Inbox) -> bool:
         return any(not is_temporary(p.name) and p.is_file() for p in inbox.folder.iterdir())

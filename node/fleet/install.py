@@ -540,6 +540,8 @@ class Updater:
 
     def _clean_new(self, doc: dict[str, Any]) -> None:
         """Remove what an unfinished install left (never what a link points at)."""
+        if doc.get("manual"):
+            return  # a manual rollback installed nothing: its target is the previous release
         kind = doc["kind"]
         slot = self.root / SLOT_DIR[kind]
         current, previous = self._links(kind)
@@ -552,6 +554,33 @@ class Updater:
             candidate = slot / f"{doc['version']}.toml"
         if candidate.name not in keep and str(candidate) not in keep:
             remove_tree(candidate)
+
+    # --- manual rollback (the technician's `update rollback`) ---------------------------
+
+    def manual_rollback(self, kind: str, request: Path) -> Result:
+        """Back to the previous version of `kind`, through the same journal, switch, health
+        proof and commit as an update (so a crash or an unhealthy previous version is handled
+        the same way: the current one comes back). `request` is deleted when done."""
+        current, previous = self._links(kind)
+        entry = self.state()["kinds"][kind]
+        old, new = read_link(current), read_link(previous)
+        if not new or not entry.get("previous"):
+            request.unlink(missing_ok=True)
+            res = Result("skipped", f"no previous {kind} to roll back to", kind)
+            self._record(res)
+            return res
+        doc = {
+            "kind": kind,
+            "version": entry["previous"],
+            "bundle_id": entry.get("previous_id") or f"rollback-{entry['previous']}",
+            "new": new,
+            "old": old,
+            "bundle": str(request),
+            "manual": True,
+            "detector_before": self._detector_state(),
+        }
+        doc = self._journal("installed", doc)
+        return self._switch_and_prove(doc)
 
     # --- switch, prove, commit or roll back ----------------------------------------------
 
@@ -658,12 +687,14 @@ class Updater:
 
     def _roll_back(self, doc: dict[str, Any], reason: str) -> Result:
         doc = self._journal("rolling_back", {**doc, "reason": reason})
-        current, _ = self._links(doc["kind"])
+        current, previous = self._links(doc["kind"])
         old = doc.get("old")
         if old:
             switch_link(current, old)
         else:
             current.unlink(missing_ok=True)
+        if doc.get("manual"):  # the previous release stays the previous one
+            switch_link(previous, doc["new"])
         try:
             self.hooks.restart()
         except InstallError as e:
