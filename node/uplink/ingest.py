@@ -396,6 +396,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # the answer goes out as headers then body: with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms a packet; drain 15 -> see docs/uplink-protocol.md)
+    disable_nagle_algorithm = True
     server_version = f"roadnode-ingest/{__version__}"
     timeout = SOCKET_TIMEOUT_S
     server: _Server
