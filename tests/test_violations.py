@@ -213,6 +213,21 @@ def test_speeding_from_the_homography() -> None:
     assert play({1: right_lane})[0] == []
 
 
+def test_speed_is_measured_only_inside_the_calibrated_area() -> None:
+    # the same road metres, but the homography was fitted on the lower half of the picture
+    lower = dataclasses.replace(
+        ZONES,
+        homography_points=((200.0, 1000.0), (1700.0, 1000.0), (1700.0, 550.0), (200.0, 550.0)),
+        homography_world_m=((0.0, 0.0), (15.0, 0.0), (15.0, 22.5), (0.0, 22.5)),
+    )
+    far = straight(400.0, 540.0, 0.0, -40.0, range(12))  # 72 km/h, all above y = 550
+    assert play({1: far}, zones=lower)[0] == []
+    assert [v.rule for v in play({1: far})[0]] == ["speeding"]  # whole picture calibrated
+    near = straight(400.0, 1000.0, 0.0, -40.0, range(12))  # through the calibrated half
+    (v,) = play({1: near}, zones=lower)[0]
+    assert v.measured.speed_kmh == pytest.approx(72.0)
+
+
 def test_speed_uncertainty_grows_with_noise_and_blocks_unsure_readings() -> None:
     rng = np.random.default_rng(7)
     fast = straight(400.0, 1000.0, 0.0, -40.0, range(22))

@@ -16,7 +16,7 @@ import numpy as np
 from node.config import SpeedingConfig, WrongWayConfig
 from node.rules.crossrules import last_crossing
 from node.rules.vehicle import Finding, Measured, Samples, Vehicle, interpolate, support
-from node.rules.zones import Floats, Zones, crossing_fraction, side_of
+from node.rules.zones import Floats, Zones, crossing_fraction, points_in_polygon, side_of
 
 KMH = 3.6
 
@@ -175,7 +175,13 @@ class SpeedingRule:
         """The speed fitted over the last `window_s`, placed at the window's middle sample."""
         if not len(a):
             return None
-        idx = np.nonzero(a.mono_ns >= a.mono_ns[-1] - self.cfg.window_s * 1e9)[0]
+        recent = a.mono_ns >= a.mono_ns[-1] - self.cfg.window_s * 1e9
+        area = self.zones.homography_area
+        if area is not None:  # outside the calibrated area the mapping is extrapolated
+            recent &= points_in_polygon(area, a.points)
+        idx = np.nonzero(recent)[0]
+        if not len(idx):
+            return None
         t = a.seconds()[idx]
         if len(idx) < self.cfg.min_frames or t[-1] - t[0] < self.cfg.window_s / 2:
             return None

@@ -209,6 +209,7 @@ class Zones:
     solid_lines: tuple[Floats, ...] = ()  # each (K, 2), K >= 2
     homography: Homography | None = None
     speed_trap: SpeedTrap | None = None
+    homography_area: Floats | None = None  # the image polygon the homography was fitted on
 
     @classmethod
     def from_config(cls, cfg: ZonesConfig) -> Zones:
@@ -222,15 +223,16 @@ class Zones:
             )
             for lane in cfg.lanes
         )
-        homography = None
+        homography, area = None, None
         if cfg.homography_points and cfg.homography_world_m:
             homography = Homography.fit(cfg.homography_points, cfg.homography_world_m)
+            area = _open(as_points(cfg.homography_points))
         t = cfg.speed_trap
         trap = None
         if t.line_a and t.line_b and t.distance_m > 0:
             trap = SpeedTrap(Line(*t.line_a), Line(*t.line_b), t.distance_m)
         solid = tuple(as_points(line) for line in cfg.solid_lines)
-        return cls(stop, lanes, solid, homography, trap)
+        return cls(stop, lanes, solid, homography, trap, area)
 
     def lane_index(self, points: object) -> Ints:
         """Index of the first lane that holds each point; -1 for none."""
