@@ -211,7 +211,11 @@ def test_control_commands_answer_from_the_service(short_state: Path) -> None:
         assert query(short_state, {"cmd": "violations"})["available"] is False
         assert query(short_state, {"cmd": "upload_now"}) == {
             "ok": False,
-            "error": "unknown command 'upload_now'",
+            "error": "uplink off: uplink.url not set",
+        }
+        assert query(short_state, {"cmd": "no_such_thing"}) == {
+            "ok": False,
+            "error": "unknown command 'no_such_thing'",
         }
     finally:
         service.request_stop("test")
