@@ -319,7 +319,7 @@ def test_zoom_window_finds_a_plate_the_lores_cannot_see(tmp_path: Path) -> None:
     found = zoom.result(3)
     assert found is not None
     (plate,) = found.detections
-    expected = np.array(real_box()) + [100, 50, 100, 50]  # window pixels → main pixels
+    expected = np.array(real_box()) + np.array([100, 50, 100, 50])  # window → main pixels
     np.testing.assert_allclose(plate.box, expected, rtol=1e-5)
     assert zoom.result(4) is None  # a frame it never saw
 
@@ -328,6 +328,8 @@ def test_build_stage_takes_the_configured_window_before_the_suggested_one(tmp_pa
     manifest = str(real_model(tmp_path))
     cfg = DetectorConfig(model=manifest, zoom_window=((10.0, 20.0), (0.0, 5.0)))
     stage = build_stage(cfg, zoom_window=((1.0, 1.0), (2.0, 2.0)))
-    assert stage is not None and stage.zoom_window == (0, 5, 10, 20)  # corners put in order
+    assert stage is not None
+    assert stage.zoom_window == (0, 5, 10, 20)  # corners put in order
     stage = build_stage(DetectorConfig(model=manifest), zoom_window=((1.0, 1.0), (50.0, 40.0)))
-    assert stage is not None and stage.zoom_window == (1, 1, 50, 40)
+    assert stage is not None
+    assert stage.zoom_window == (1, 1, 50, 40)
