@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.fleet.commands",
     "node.bench.commands",
     "node.demo",
+    "node.infer.reader_commands",
 )
 
 

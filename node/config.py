@@ -402,6 +402,26 @@ class FleetConfig:
 
 
 @dataclass(frozen=True)
+class ReaderConfig:
+    """The plate reader (issue 11, docs/reader-training.md): reads tracked plates, fuses a
+    track's reads, checks the hotlist."""
+
+    enabled: bool = flag(True, "read plates on tracks (absent model: the reader stays off)")
+    model: str = text("", 512, "reader manifest (.json); empty = the bundled reader model")
+    threads: int = bounded(1, 1, 4, "interpreter threads")
+    every_n_frames: int = bounded(3, 1, 100, "read a track at most once per this many frames")
+    min_plate_px: int = bounded(40, 8, 2000, "plates narrower than this (pixels) are not read")
+    max_reads_per_track: int = bounded(12, 1, 100, "reads fused per track, then it stops reading")
+    min_confidence: float = bounded(
+        0.8, 0.0, 1.0, "a fused read below this is low-confidence: flagged, one-off hotlist matches"
+    )
+    hotlist: str = text("", 512, "hotlist file (JSON); empty = no hotlist")
+    hotlist_hashed: bool = flag(False, "the hotlist holds HMAC-SHA256 digests, not plate numbers")
+    hotlist_salt_file: str = text("", 512, "per-fleet HMAC key file for a hashed hotlist")
+    fuzzy_hotlist: bool = flag(True, "low-confidence reads also match one character off (flagged)")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The running service."""
 
@@ -434,4 +454,5 @@ class Config:
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)

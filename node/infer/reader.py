@@ -1,0 +1,488 @@
+"""The plate reader: a detected plate → rectified rows → int8 CTC recogniser → text + confidence.
+
+Pipeline for one plate (the same functions make the training data, see tools/reader/data.py):
+
+1. `crop_plate`: the detection box grown by a margin (`CROP_MARGIN`), clipped to the image.
+2. `plate_rows`: the crop in grey; a crop wider than `two_row_below_aspect` x its height is a
+   one-row plate, a narrower one has two rows and is split where the horizontal ink is
+   lowest between 38 % and 62 % of its height (the gap between the rows of the two-row car
+   and motorbike layouts). Each row is resized to the model's input (default 128x32) and its
+   contrast stretched (2nd to 98th percentile to 0 … 255). Perspective and tilt are not
+   undone geometrically: the recogniser is trained on plates seen up to ±35° off axis.
+3. The recogniser (`ctc-rows/v1`): input `[1, H, W, 1]` uint8 grey, output `[1, T, C]`
+   per-step class probabilities (class `blank_index` is the CTC blank, the others the
+   manifest's `alphabet` in order). Greedy decoding: best class per step, repeats merged,
+   blanks dropped; a character's confidence is its best step's probability.
+4. The rows' characters are checked by the plate grammar (`node.plates.grammar`); the overall
+   confidence is the product of the character confidences.
+
+The model is chosen by a manifest beside it (`models/reader.json`), whose sha256 is checked
+before the runtime sees the file, exactly as for the detector.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+
+from node.infer.manifest import MAX_MODEL_BYTES
+from node.infer.runtime import Backend, Interpreter, ModelError, TensorSpec, default_backend
+from node.plates.grammar import ALPHABET, PlateNumber, parse_rows
+
+READER_FORMAT = "ctc-rows/v1"
+DEFAULT_READER_MANIFEST = Path(__file__).resolve().parent / "models" / "reader.json"
+CROP_MARGIN = (0.06, 0.12)  # fraction of the box's width / height added on each side
+SPLIT_BAND = (0.38, 0.62)  # where a two-row plate's row gap is looked for (of crop height)
+SPLIT_OVERLAP = 0.03  # each row keeps this fraction of the crop's height past the split
+MAX_SHEAR = 0.5  # the steepest slant `deskew` undoes (tan of about 27 degrees)
+SHEARS = np.linspace(-MAX_SHEAR, MAX_SHEAR, 21)
+BAND_LEVEL = 0.3  # text rows: ink above the floor at least this fraction of the peak's
+BAND_MARGIN = 0.08
+
+Grey = npt.NDArray[np.uint8]
+Box = tuple[float, float, float, float]
+
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+def crop_plate(image: npt.NDArray[np.uint8], box: Box | Any) -> npt.NDArray[np.uint8]:
+    """The plate at `box` (x0, y0, x1, y1 in `image` pixels) with `CROP_MARGIN` around it,
+    clipped to the image (a copy). ValueError for an empty box or a box off the image."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0) or not all(np.isfinite((x0, y0, x1, y1))):
+        raise ValueError(f"plate box {[x0, y0, x1, y1]} is empty or not finite")
+    mx, my = (x1 - x0) * CROP_MARGIN[0], (y1 - y0) * CROP_MARGIN[1]
+    h, w = image.shape[:2]
+    left, top = max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my)))
+    right, bottom = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
+    if right - left < 2 or bottom - top < 2:
+        raise ValueError(f"plate box {[x0, y0, x1, y1]} lies off the {w}x{h} image")
+    return np.ascontiguousarray(image[top:bottom, left:right])
+
+
+def to_grey(crop: npt.NDArray[np.uint8]) -> Grey:
+    """An RGB (or already grey) crop as grey uint8 (ITU-R 601 luma)."""
+    if crop.ndim == 2:
+        return crop
+    if crop.ndim != 3 or crop.shape[2] not in (3, 4):
+        raise ValueError(f"plate crop must be (H, W, 3) RGB, got shape {list(crop.shape)}")
+    rgb = crop[..., :3].astype(np.float32)
+    grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+
+
+def split_row(grey: Grey) -> int:
+    """Where a two-row plate's rows part: the crop row, inside `SPLIT_BAND`, with the least
+    horizontal ink (mean |dI/dx|, smoothed over 3 rows)."""
+    h = grey.shape[0]
+    lo, hi = (
+        int(h * SPLIT_BAND[0]),
+        max(int(h * SPLIT_BAND[0]) + 1, int(np.ceil(h * SPLIT_BAND[1]))),
+    )
+    energy = np.abs(np.diff(grey.astype(np.int16), axis=1)).mean(axis=1)
+    smooth = np.convolve(energy, np.ones(3, np.float32) / 3.0, mode="same")
+    return lo + int(np.argmin(smooth[lo:hi]))
+
+
+@functools.lru_cache(maxsize=128)
+def _shear_bins(sh: int, sw: int) -> tuple[npt.NDArray[np.int64], int]:
+    """For an sh x (sw - 1) map, the profile bin of every pixel under every shear in `SHEARS`
+    (flattened; shear k's bins are [k * span, (k + 1) * span)), and span."""
+    ys, xs = np.mgrid[0:sh, 0 : sw - 1]
+    centred = xs - (sw - 1) / 2.0
+    pad = int(np.ceil(MAX_SHEAR * sw / 2.0)) + 1
+    span = sh + 2 * pad
+    rows = np.round(ys[None] - SHEARS[:, None, None] * centred[None]).astype(np.int64) + pad
+    rows = np.clip(rows, 0, span - 1) + (np.arange(len(SHEARS)) * span)[:, None, None]
+    flat: npt.NDArray[np.int64] = rows.ravel()
+    flat.flags.writeable = False
+    return flat, span
+
+
+def deskew(grey: Grey) -> Grey:
+    """The crop with the plate's slant undone: a plate seen from the side and from above
+    leans (its rows run at an angle in an axis-aligned box). The vertical shear (up to
+    ±`MAX_SHEAR`) that makes the rows' vertical strokes line up best is found on a 64-pixel
+    wide copy (the sharpest horizontal profile of |dI/dx|) and applied to the crop."""
+    h, w = grey.shape
+    if w < 8 or h < 4:
+        return grey
+    sw = 64
+    sh = max(4, round(h * sw / w))
+    small = np.asarray(
+        PILImage.fromarray(grey).resize((sw, sh), PILImage.Resampling.BILINEAR), np.float32
+    )
+    energy = np.abs(np.diff(small, axis=1))  # (sh, sw - 1)
+    rows, span = _shear_bins(sh, sw)
+    weights = np.broadcast_to(energy, (len(SHEARS), sh, sw - 1)).ravel()
+    profiles = np.bincount(rows, weights, minlength=len(SHEARS) * span)
+    profiles = profiles.reshape(len(SHEARS), span)
+    best, best_score = 0.0, -1.0
+    for s, profile in zip(SHEARS.tolist(), profiles, strict=True):
+        score = float(np.dot(profile, profile))
+        if score > best_score * 1.0001:
+            best, best_score = float(s), score
+    if abs(best) < 0.02:
+        return grey
+    fill = int(np.median(grey))
+    out = PILImage.fromarray(grey).transform(
+        (w, h),
+        PILImage.Transform.AFFINE,
+        (1.0, 0.0, 0.0, best, 1.0, -best * (w - 1) / 2.0),
+        PILImage.Resampling.BILINEAR,
+        fillcolor=fill,
+    )
+    return np.asarray(out, np.uint8)
+
+
+def text_band(grey: Grey) -> Grey:
+    """The rows of the (deskewed) crop that hold text: where the smoothed horizontal ink,
+    above the crop's floor (its 10th percentile: background texture, noise), is at least
+    `BAND_LEVEL` of the peak's, grown by `BAND_MARGIN` of the band's height."""
+    h = grey.shape[0]
+    if h < 8:
+        return grey
+    energy = np.abs(np.diff(grey.astype(np.int16), axis=1)).mean(axis=1)
+    k = max(1, h // 16)
+    smooth = np.convolve(energy, np.ones(2 * k + 1, np.float32) / (2 * k + 1), mode="same")
+    floor = float(np.percentile(smooth, 10.0))  # background texture and sensor noise
+    inked = np.flatnonzero(smooth - floor >= BAND_LEVEL * (float(smooth.max()) - floor))
+    if inked.size == 0:
+        return grey
+    top, bottom = int(inked[0]), int(inked[-1]) + 1
+    grow = round((bottom - top) * BAND_MARGIN)
+    top, bottom = max(0, top - grow), min(h, bottom + grow)
+    if bottom - top < max(4, h // 5):
+        return grey
+    return grey[top:bottom]
+
+
+def row_images(grey: Grey, two_row_below_aspect: float) -> list[Grey]:
+    """The crop's text rows, top first: deskewed, cut to the text band, then one row for a
+    wide band, two (split where the ink is lowest) for a narrow one."""
+    band = text_band(deskew(grey))
+    h, w = band.shape
+    if w >= two_row_below_aspect * h or h < 8:
+        return [band]
+    cut = split_row(band)
+    pad = max(1, round(h * SPLIT_OVERLAP))
+    return [band[: min(h, cut + pad)], band[max(0, cut - pad) :]]
+
+
+def percentiles_u8(values: Grey, qs: tuple[float, ...]) -> tuple[float, ...]:
+    """`np.percentile(values, qs)` (linear interpolation, the same numbers) for uint8 data,
+    from a 256-bin histogram instead of a sort."""
+    flat = values.ravel()
+    n = flat.size
+    cum = np.cumsum(np.bincount(flat, minlength=256))
+    out = []
+    for q in qs:
+        index = q / 100.0 * (n - 1)  # in the order numpy computes it
+        below = int(np.floor(index))
+        t = index - below
+        a = float(np.searchsorted(cum, below, side="right"))
+        b = float(np.searchsorted(cum, min(below + 1, n - 1), side="right"))
+        out.append(a + (b - a) * t if t < 0.5 else b - (b - a) * (1.0 - t))
+    return tuple(out)
+
+
+def normalise_row(row: Grey, width: int, height: int) -> Grey:
+    """A row resized to the model's input and its contrast stretched to 0 … 255."""
+    small = np.asarray(
+        PILImage.fromarray(row).resize((width, height), PILImage.Resampling.BILINEAR),
+        dtype=np.uint8,
+    )
+    lo, hi = percentiles_u8(small, (2.0, 98.0))
+    if hi - lo < 8.0:  # a flat patch: leave it as it is rather than amplify noise
+        return small
+    out = (small.astype(np.float32) - float(lo)) * (255.0 / float(hi - lo))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def plate_rows(
+    crop: npt.NDArray[np.uint8], width: int, height: int, two_row_below_aspect: float
+) -> list[Grey]:
+    """The model inputs (`height` x `width` grey) for one plate crop from `crop_plate`."""
+    grey = to_grey(crop)
+    if grey.shape[0] < 2 or grey.shape[1] < 2:
+        raise ValueError(f"plate crop of {grey.shape[1]}x{grey.shape[0]} pixels is too small")
+    return [normalise_row(r, width, height) for r in row_images(grey, two_row_below_aspect)]
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def ctc_greedy(
+    probs: npt.NDArray[np.float32], alphabet: str, blank: int = 0
+) -> tuple[str, tuple[float, ...]]:
+    """Greedy CTC decoding of per-step probabilities `probs` (T, C): best class per step,
+    repeats merged, blanks dropped. Returns the text and each character's confidence (the
+    highest probability among the steps that produced it)."""
+    if probs.ndim != 2 or probs.shape[1] != len(alphabet) + 1:
+        raise ValueError(f"CTC output must be (T, {len(alphabet) + 1}), got {list(probs.shape)}")
+    best = probs.argmax(axis=1)
+    peak = probs.max(axis=1)
+    chars: list[str] = []
+    confs: list[float] = []
+    prev = blank
+    for k, cls in enumerate(best.tolist()):
+        if cls != blank:
+            if cls != prev:
+                index = cls - 1 if cls > blank else cls
+                chars.append(alphabet[index])
+                confs.append(float(peak[k]))
+            else:
+                confs[-1] = max(confs[-1], float(peak[k]))
+        prev = cls
+    return "".join(chars), tuple(round(c, 4) for c in confs)
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlateRead:
+    """One reading of one plate crop.
+
+    `rows`: characters read per row (letters and digits); `char_conf`: one confidence per
+    character of `raw` (rows joined); `confidence`: their product (0 when nothing was read);
+    `plate`: the grammar's verdict (its `text` is the canonical text when valid, else `raw`).
+    """
+
+    rows: tuple[str, ...]
+    char_conf: tuple[float, ...]
+    confidence: float
+    plate: PlateNumber
+    seq: int = -1  # the frame it was read in, when known
+
+    @property
+    def raw(self) -> str:
+        return "".join(self.rows)
+
+    @property
+    def text(self) -> str:
+        return self.plate.text
+
+    @property
+    def valid(self) -> bool:
+        return self.plate.valid
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "raw": self.raw,
+            "rows": list(self.rows),
+            "valid": self.valid,
+            "reason": self.plate.reason,
+            "confidence": round(self.confidence, 4),
+            "char_conf": [round(c, 3) for c in self.char_conf],
+            **({"seq": self.seq} if self.seq >= 0 else {}),
+        }
+
+
+def make_read(
+    rows: tuple[str, ...], row_confs: tuple[tuple[float, ...], ...], seq: int = -1
+) -> PlateRead:
+    """A `PlateRead` from per-row texts and confidences, checked by the grammar."""
+    confs = tuple(c for rc in row_confs for c in rc)
+    overall = float(np.prod(confs)) if confs else 0.0
+    return PlateRead(rows, confs, round(overall, 4), parse_rows(rows), seq)
+
+
+# --- manifest ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReaderManifest:
+    name: str
+    version: str
+    file: str
+    sha256: str
+    input_width: int
+    input_height: int
+    alphabet: str = ALPHABET
+    blank_index: int = 0
+    two_row_below_aspect: float = 2.8
+    min_confidence: float = 0.6
+    format: str = READER_FORMAT
+    path: Path = field(default=Path(), compare=False)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path.parent / self.file
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+_READER_KEYS: dict[str, tuple[type, bool, Any, str]] = {
+    "name": (str, True, lambda v: 0 < len(v) <= 64, "1 to 64 characters"),
+    "version": (str, True, lambda v: 0 < len(v) <= 64, "1 to 64 characters"),
+    "format": (str, True, lambda v: v == READER_FORMAT, READER_FORMAT),
+    "file": (
+        str,
+        True,
+        lambda v: v not in ("", ".", "..") and not re.search(r"[/\\\0]", v),
+        "a plain file name in the manifest's folder",
+    ),
+    "sha256": (str, True, lambda v: re.fullmatch(r"[0-9a-f]{64}", v), "64 lowercase hex digits"),
+    "input_width": (int, True, lambda v: 16 <= v <= 1024, "16 … 1024"),
+    "input_height": (int, True, lambda v: 8 <= v <= 256, "8 … 256"),
+    "alphabet": (
+        str,
+        False,
+        lambda v: 0 < len(v) <= 128 and len(set(v)) == len(v) and v.isprintable(),
+        "1 to 128 distinct printable characters",
+    ),
+    "blank_index": (int, False, lambda v: v == 0, "0"),
+    "two_row_below_aspect": (float, False, lambda v: 1.0 <= v <= 10.0, "1 … 10"),
+    "min_confidence": (float, False, lambda v: 0.0 <= v <= 1.0, "0 … 1"),
+}
+
+
+def parse_reader_manifest(raw: Any, path: Path) -> ReaderManifest:
+    """Check a decoded reader manifest (from `path`); ModelError on the first problem."""
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: must be a JSON object, got {type(raw).__name__}")
+    names = {str: "a string", int: "a whole number", float: "a number"}
+    values: dict[str, Any] = {}
+    for key, (kind, required, check, wants) in _READER_KEYS.items():
+        if key not in raw:
+            if required:
+                raise ModelError(f"{path}: missing key '{key}'")
+            continue
+        value = raw[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ModelError(f"{path}: '{key}' must be {names[kind]}, got {value!r}")
+        if not check(value):
+            raise ModelError(f"{path}: '{key}' must be {wants}, got {value!r}")
+        values[key] = value
+    return ReaderManifest(**values, path=path)
+
+
+def read_reader_manifest(path: Path) -> ReaderManifest:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"{path}: reader manifest not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: cannot read reader manifest: {e}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}: not valid JSON: {e.msg} (line {e.lineno})") from None
+    return parse_reader_manifest(raw, path)
+
+
+def _verified_bytes(manifest: ReaderManifest) -> bytes:
+    model = manifest.model_path
+    try:
+        size = model.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelError(f"{model}: model file is {size} bytes, over {MAX_MODEL_BYTES}")
+        content = model.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{model}: model file not found (named by {manifest.path})") from None
+    except OSError as e:
+        raise ModelError(f"{model}: cannot read model file: {e.strerror or e}") from None
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != manifest.sha256:
+        raise ModelError(
+            f"{model}: sha256 mismatch: manifest {manifest.path.name} says "
+            f"{manifest.sha256[:12]}…, the file is {digest[:12]}…"
+        )
+    return content
+
+
+@dataclass(frozen=True)
+class ReaderIO:
+    input: TensorSpec
+    output: TensorSpec
+
+    @classmethod
+    def read(cls, interpreter: Interpreter, manifest: ReaderManifest) -> ReaderIO:
+        source = manifest.model_path
+        inputs = [TensorSpec.from_detail(d) for d in interpreter.get_input_details()]
+        outputs = [TensorSpec.from_detail(d) for d in interpreter.get_output_details()]
+        want_in = (1, manifest.input_height, manifest.input_width, 1)
+        if len(inputs) != 1 or inputs[0].shape != want_in:
+            got = [list(s.shape) for s in inputs]
+            raise ModelError(f"{source}: input must be {list(want_in)}, found {got}")
+        if inputs[0].dtype not in (np.uint8, np.int8, np.float32):
+            raise ModelError(f"{source}: input must be uint8, int8 or float32")
+        classes = len(manifest.alphabet) + 1
+        if len(outputs) != 1 or len(outputs[0].shape) != 3 or outputs[0].shape[2] != classes:
+            got = [list(s.shape) for s in outputs]
+            raise ModelError(f"{source}: output must be [1, T, {classes}], found {got}")
+        return cls(inputs[0], outputs[0])
+
+
+# --- the reader ----------------------------------------------------------------------------
+
+
+class PlateReader:
+    """One loaded reader model. Not thread-safe: one reader per thread."""
+
+    def __init__(
+        self,
+        manifest_path: Path | str = DEFAULT_READER_MANIFEST,
+        num_threads: int = 1,
+        backend: Backend | None = None,
+    ) -> None:
+        self._backend = backend or default_backend()
+        self.manifest = read_reader_manifest(Path(manifest_path))
+        content = _verified_bytes(self.manifest)
+        self._interp = self._backend.open(content, self.manifest.model_path, num_threads)
+        self._io = ReaderIO.read(self._interp, self.manifest)
+        spec = self._io.input
+        self._buffer = np.zeros(spec.shape, dtype=spec.dtype)
+        self.last_ms = 0.0
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    def _quantize(self, row: Grey) -> npt.NDArray[Any]:
+        spec = self._io.input
+        if spec.dtype == np.float32:  # a float model takes pixel / 255
+            return row.astype(np.float32)[None, :, :, None] / 255.0
+        real = row.astype(np.float32) / 255.0
+        if spec.scale == 0.0:
+            return row.reshape(spec.shape).astype(spec.dtype)
+        q = np.round(real / spec.scale + spec.zero_point)
+        info = np.iinfo(spec.dtype)
+        out: npt.NDArray[Any] = np.clip(q, info.min, info.max).astype(spec.dtype)
+        return out.reshape(spec.shape)
+
+    def _read_row(self, row: Grey) -> tuple[str, tuple[float, ...]]:
+        self._interp.set_tensor(self._io.input.index, self._quantize(row))
+        self._interp.invoke()
+        out = self._io.output.dequantize(self._interp.get_tensor(self._io.output.index))[0]
+        return ctc_greedy(out, self.manifest.alphabet, self.manifest.blank_index)
+
+    def read_crop(self, crop: npt.NDArray[np.uint8], seq: int = -1) -> PlateRead:
+        """Read a plate crop made by `crop_plate` (RGB or grey)."""
+        t0 = time.perf_counter()
+        m = self.manifest
+        rows = plate_rows(crop, m.input_width, m.input_height, m.two_row_below_aspect)
+        results = [self._read_row(r) for r in rows]
+        self.last_ms = (time.perf_counter() - t0) * 1000.0
+        return make_read(tuple(t for t, _ in results), tuple(c for _, c in results), seq)
+
+    def read(self, image: npt.NDArray[np.uint8], box: Box | Any, seq: int = -1) -> PlateRead:
+        """Read the plate at `box` (x0, y0, x1, y1) in `image`."""
+        return self.read_crop(crop_plate(image, box), seq)

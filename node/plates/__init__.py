@@ -1,0 +1,1 @@
+"""Plate numbers on the node: grammar (validate, format), fusion of a track's reads, hotlist."""
