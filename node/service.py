@@ -87,6 +87,7 @@ class Service:
         self.detector_error: str | None = None
         self.rules: ViolationStage | None = None
         self.rules_error: str | None = None
+        self.reader_error: str | None = None
         self.store: PacketStore | None = None
         self.evidence: EvidenceWorker | None = None
         self.evidence_error: str | None = None
@@ -149,17 +150,42 @@ class Service:
                 signal_cfg = replace(signal_cfg, source="frame")
                 log.info("sim source: using the simulator's signal phase")
         signal_input: SignalInput = build_signal(signal_cfg)
+        reader = self._build_reader()
         if self.sink is None:
-            self.sink = self._evidence_sink(signal_input)
+            self.sink = self._evidence_sink(signal_input, reader)
+        evidence = self.evidence
         return ViolationStage(
             detector.result,
             Tracker(self.cfg.tracker),
             signal_input,
             ViolationRules(self.cfg.rules, Zones.from_config(zones_cfg)),
             self.sink,
+            reader=reader,
+            on_hotlist=evidence.submit_alert if evidence is not None else None,
+            main_image=detector.main_for,
         )
 
-    def _evidence_sink(self, signal_input: SignalInput) -> Sink | None:
+    def _build_reader(self) -> Any:
+        """The plate reader on tracks (and the hotlist), or None: off, or its model refused
+        (the node runs on without reading, and says why in status)."""
+        from node.infer.runtime import ModelError
+        from node.plates.hotlist import HotlistError
+        from node.plates.track import build_track_reader, load_hotlist
+
+        try:
+            hotlist = load_hotlist(self.cfg.reader)
+        except HotlistError as e:
+            self.reader_error = f"hotlist: {e}"
+            log.error("hotlist not loaded: %s", e)
+            hotlist = None
+        try:
+            return build_track_reader(self.cfg.reader, hotlist)
+        except ModelError as e:
+            self.reader_error = str(e)
+            log.error("plate reader disabled: %s", e)
+            return None
+
+    def _evidence_sink(self, signal_input: SignalInput, reader: Any = None) -> Sink | None:
         """Violations → packets → the store. Without keys or a store the rules still run
         (violations are logged and counted) and status says why nothing is stored."""
         from node.evidence import KeyFileError
@@ -189,7 +215,9 @@ class Service:
         self.evidence = worker
 
         def sink(violation: Violation, frame: Frame) -> None:
-            worker.submit(violation, signal_input.current(frame.mono_ns))
+            fused = reader.best(violation.track_id) if reader is not None else None
+            plate_read = dict(fused.as_dict(per_frame=True)) if fused is not None else None
+            worker.submit(violation, signal_input.current(frame.mono_ns), plate_read)
 
         return sink
 
@@ -204,7 +232,10 @@ class Service:
 
     def rules_status(self) -> dict[str, Any]:
         if self.rules is not None:
-            return {"state": "running", **self.rules.stats()}
+            out = {"state": "running", **self.rules.stats()}
+            if self.reader_error:
+                out["reader"] = {"state": "failed", "error": self.reader_error}
+            return out
         if self.rules_error:
             return {"state": "failed", "error": self.rules_error}
         return {"state": "absent", "error": "needs the detector"}

@@ -146,3 +146,32 @@ def test_verify_packet_reads_a_blob_straight_from_the_store(
     blob.write_bytes(bytes(data))
     assert main(["verify-packet", str(blob), "--node-key", pub]) == 1
     assert "store blob: packet bytes do not match" in capsys.readouterr().out
+
+
+def test_a_hotlist_hit_is_stored_as_an_alert_claimed_before_earlier_violations(
+    tmp_path: Path, violation: Violation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.evidence.worker as mod
+    from node.evidence import KIND_ALERT, PRIORITY_ALERT
+    from tests.test_reader_alert import hit_and_read
+
+    monkeypatch.setattr(mod, "FRAMES_WAIT_S", 0.0)
+    ring = FrameRing(60.0, 10**9)
+    for seq in range(60):
+        ring.push(frame(seq))
+    store = PacketStore(tmp_path / "store", StoreConfig())
+    w, key = worker(tmp_path, store, ring)
+    w.submit(violation, None, {"text": "98A-123.45", "confidence": 0.9})
+    fused, hit = hit_and_read()
+    crop = np.full((60, 200, 3), 220, np.uint8)
+    w.submit_alert(hit, fused, 7, frame(30), crop)
+    w.stop()
+    first, second = store.claim(2)
+    assert (first.kind, first.priority) == (KIND_ALERT, PRIORITY_ALERT)
+    assert second.id == violation.id  # queued ahead of the alert, sent after it
+    alert = verify(store.read(first.id), {Config().node.id: key.public_key()})
+    assert set(alert.parts) == {"plate.jpg", "context.jpg"}
+    packet = verify(store.read(second.id), {Config().node.id: key.public_key()})
+    assert packet.manifest["plate_read"] == {"text": "98A-123.45", "confidence": 0.9}
+    assert w.status()["alerts"] == 1
+    store.close()

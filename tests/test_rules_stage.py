@@ -93,3 +93,59 @@ def test_a_stage_without_a_sink_still_keeps_the_recent_violations() -> None:
     for seq in range(40):
         stage.process(dataclasses.replace(frame(seq, "RED")))
     assert [v.rule for v in stage.last(3)] == ["red_light"]
+
+
+class ReaderDouble:
+    """Honours the TrackReader calls the stage makes; 'reads' the crop's shape as the text."""
+
+    def __init__(self, hot_track: int | None = None) -> None:
+        self.seen: list[tuple[int, int, tuple[int, ...]]] = []
+        self.hot_track = hot_track
+
+    def wants(self, track_id: int, seq: int, width: int) -> bool:
+        return seq % 2 == 0 and width >= 30
+
+    def observe(self, track_id: int, seq: int, crop: np.ndarray) -> None:  # type: ignore[type-arg]
+        self.seen.append((track_id, seq, crop.shape))
+
+    def best(self, track_id: int) -> object:
+        reads = [s for s in self.seen if s[0] == track_id]
+        if not reads:
+            return None
+
+        class Fused:
+            def as_dict(self, per_frame: bool = False) -> dict[str, object]:
+                return {"text": "98A-123.45", "reads": len(reads)}
+
+        return Fused()
+
+    def check_hotlist(self, fused: object) -> object:
+        return "hit" if self.hot_track is not None else None
+
+    def stats(self) -> dict[str, int]:
+        return {"reads": len(self.seen)}
+
+
+def test_plates_on_confirmed_tracks_are_read_from_the_main_image_and_hits_told_once() -> None:
+    reader = ReaderDouble(hot_track=1)
+    hits: list[tuple[object, int, int]] = []
+    main = np.zeros((1080, 1920, 3), np.uint8)
+    results = {s: FrameDetections(s, s * FRAME_NS, tuple(RUNNER.get(s, ()))) for s in range(40)}
+    stage = ViolationStage(
+        results.get,
+        Tracker(TrackerConfig(), utc_offset_ns=UTC0),
+        FrameSignal(2.0),
+        ViolationRules(RulesConfig(), Zones.from_config(ZONES)),
+        reader=reader,
+        on_hotlist=lambda hit, fused, tid, frame, crop: hits.append((hit, tid, frame.seq)),
+        main_image=lambda f: main,
+    )
+    for seq in range(40):
+        stage.process(frame(seq, "RED"))
+    assert reader.seen, "no plate was read"
+    assert {tid for tid, _, _ in reader.seen} == {1}
+    assert all(seq % 2 == 0 and seq < 30 for _, seq, _ in reader.seen)  # only frames it is seen
+    assert all(shape[2] == 3 and shape[1] > 40 for _, _, shape in reader.seen)  # RGB, margin
+    assert len(hits) == 1  # once per track, however many reads follow
+    assert stage.plate_read(1) == {"text": "98A-123.45", "reads": len(reader.seen)}
+    assert stage.stats()["reader"]["reads"] == len(reader.seen)

@@ -465,6 +465,7 @@ def from_violation(
     *,
     detections: Mapping[int, Sequence[Detection]] | None = None,
     clock: ClockState | None = None,
+    plate_read: Mapping[str, Any] | None = None,
 ) -> BuiltPacket:
     """The evidence packet of `violation`, from the ring's `frames` (any that fall in its
     window; the nearest ones stand in for missing ones). Its id is the violation's id.
@@ -525,6 +526,9 @@ def from_violation(
         ),
         **fields,
         "detections": per_frame,
+        # the plate number as read on the node: fused text, its confidence, every frame's read
+        # (None: not read: no reader, or the plate was never big enough)
+        "plate_read": _jsonable(dict(plate_read)) if plate_read is not None else None,
     }
     return build(
         KIND_VIOLATION,

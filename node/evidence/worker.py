@@ -48,6 +48,18 @@ class Appender(Protocol):
 class Job:
     violation: Violation
     signal: SignalState | None
+    plate_read: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AlertJob:
+    """A hotlist hit: plate crop and context frame go into a top-priority alert packet."""
+
+    hit: Any
+    fused: Any
+    track_id: int
+    frame: Frame
+    crop: Any
 
 
 class EvidenceWorker:
@@ -66,8 +78,9 @@ class EvidenceWorker:
         self.on_stored = on_stored
         self.cfg, self.ring, self.store = cfg, ring, store
         self.key, self.central_pub, self.model_info = key, central_pub, model_info
-        self.queue: queue.Queue[Job | None] = queue.Queue(QUEUE_DEPTH)
+        self.queue: queue.Queue[Job | AlertJob | None] = queue.Queue(QUEUE_DEPTH)
         self.counts = {"built": 0, "stored": 0, "no_frames": 0, "retries": 0, "lost": 0}
+        self.counts["alerts"] = 0
         self.bytes = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -76,16 +89,31 @@ class EvidenceWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, violation: Violation, signal: SignalState | None) -> None:
+    def submit(
+        self,
+        violation: Violation,
+        signal: SignalState | None,
+        plate_read: dict[str, Any] | None = None,
+    ) -> None:
         """Queue a violation; blocks while the worker is `QUEUE_DEPTH` behind."""
+        if not self._put(Job(violation, signal, plate_read)):
+            log.error("violation %s arrived while stopping: not stored", violation.id)
+            self.counts["lost"] += 1
+
+    def submit_alert(self, hit: Any, fused: Any, track_id: int, frame: Frame, crop: Any) -> None:
+        """Queue a hotlist alert (built and stored ahead of everything the uplink holds)."""
+        if not self._put(AlertJob(hit, fused, track_id, frame, crop)):
+            log.error("hotlist alert for track %d arrived while stopping: not stored", track_id)
+            self.counts["lost"] += 1
+
+    def _put(self, job: Job | AlertJob) -> bool:
         while not self._stop.is_set():
             try:
-                self.queue.put(Job(violation, signal), timeout=0.5)
-                return
+                self.queue.put(job, timeout=0.5)
+                return True
             except queue.Full:
                 continue
-        log.error("violation %s arrived while stopping: not stored", violation.id)
-        self.counts["lost"] += 1
+        return False
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued (within `timeout`), then stop."""
@@ -114,12 +142,16 @@ class EvidenceWorker:
             job = self.queue.get()
             if job is None:
                 return
+            what = f"alert {job.track_id}" if isinstance(job, AlertJob) else job.violation.id
             try:
-                self._handle(job)
+                if isinstance(job, AlertJob):
+                    self._alert(job)
+                else:
+                    self._handle(job)
             except Exception as e:  # one bad violation must not stop the evidence path
                 self.counts["lost"] += 1
-                self.last_error = f"{job.violation.id}: {type(e).__name__}: {e}"
-                log.exception("evidence for violation %s failed", job.violation.id)
+                self.last_error = f"{what}: {type(e).__name__}: {e}"
+                log.exception("evidence for %s failed", what)
 
     def _frames(self, v: Violation) -> list[Frame]:
         deadline = time.monotonic() + FRAMES_WAIT_S
@@ -143,6 +175,7 @@ class EvidenceWorker:
                 self.central_pub,
                 self.model_info(),
                 job.signal,
+                plate_read=job.plate_read,
             )
         except PacketError as e:
             self.counts["no_frames"] += 1
@@ -150,6 +183,33 @@ class EvidenceWorker:
             log.error("no evidence packet for violation %s: %s", v.id, e)
             return
         self.counts["built"] += 1
+        self._store(packet, v.id, v.rule)
+
+    def _alert(self, job: AlertJob) -> None:
+        from node.evidence.images import downscale, encode
+        from node.plates.alert import make_alert
+
+        f = job.frame
+        crop = encode(job.crop, (90, 80), 400_000).data
+        context, _ = downscale(f.main.array(), self.cfg.evidence.context_width)
+        frame_jpeg = encode(context, (70, 50), 200_000).data
+        packet = make_alert(
+            job.fused,
+            crop,
+            frame_jpeg,
+            hit=job.hit,
+            key=self.key,
+            node=self.cfg.node,
+            central_public_key=self.central_pub,
+            track_id=job.track_id,
+            seq=f.seq,
+            utc_ns=f.utc_ns,
+        )
+        self.counts["alerts"] += 1
+        self._store(packet, packet.id, "hotlist alert")
+
+    def _store(self, packet: Any, v_id: str, rule: str) -> None:
+        """Append `packet`, retrying a refusing store with a growing wait; count a loss."""
         wait = 1.0
         for attempt in range(1, STORE_TRIES + 1):
             try:
@@ -164,12 +224,10 @@ class EvidenceWorker:
                 self.last_error = f"store: {e}"
                 if attempt == STORE_TRIES:
                     self.counts["lost"] += 1
-                    log.error(
-                        "violation %s lost: the store refused it %d times: %s", v.id, attempt, e
-                    )
+                    log.error("packet %s lost: store refused it %d times: %s", v_id, attempt, e)
                     return
                 self.counts["retries"] += 1
-                log.warning("store refused violation %s (%s); retrying in %.0f s", v.id, e, wait)
+                log.warning("store refused packet %s (%s); retrying in %.0f s", v_id, e, wait)
                 if self._stop.wait(wait):
                     wait = 0.0
                 wait = min(wait * 2, 30.0)
@@ -178,5 +236,5 @@ class EvidenceWorker:
             self.bytes += len(packet.data)
             if self.on_stored is not None:
                 self.on_stored()  # the uplink sends it now, not at its next poll
-            log.info("violation %s stored (%s, %d bytes)", v.id, v.rule, len(packet.data))
+            log.info("packet %s stored (%s, %d bytes)", v_id, rule, len(packet.data))
             return

@@ -219,6 +219,12 @@ class DetectorStage:
         self.plates = 0
         self._recent: deque[FrameDetections] = deque(maxlen=keep)
         self._lock = threading.Lock()
+        self._last_main: tuple[int, Image] | None = None  # (seq, main image) of the zoom pass
+
+    def main_for(self, frame: Frame) -> Image:
+        """The frame's main image: the one the zoom pass already fetched, else fetched now."""
+        last = self._last_main
+        return last[1] if last is not None and last[0] == frame.seq else frame.main.array()
 
     def process(self, frame: Frame) -> None:
         sx, sy = frame.lores_to_main
@@ -238,7 +244,9 @@ class DetectorStage:
         x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
         if x1 - x0 < 8 or y1 - y0 < 8:
             return []
-        crop = np.ascontiguousarray(frame.main.array()[y0:y1, x0:x1])
+        main = frame.main.array()
+        self._last_main = (frame.seq, main)  # the reader crops plates from it (same thread)
+        crop = np.ascontiguousarray(main[y0:y1, x0:x1])
         return [
             Detection((b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0), d.score)
             for d in self.detector.detect(crop, None, (1.0,))

@@ -18,12 +18,14 @@ from typing import Any
 from node.capture.frame import Frame
 from node.infer.detector import FrameDetections
 from node.rules.signal import SignalInput
-from node.rules.tracker import Tracker
+from node.rules.tracker import CONFIRMED, Track, Tracker
 from node.rules.violations import Violation, ViolationRules
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Violation, Frame], None]
+# (hit, fused read, track id, frame, plate crop RGB): a wanted plate was read
+HotlistSink = Callable[[Any, Any, int, Frame, Any], None]
 
 
 class ViolationStage:
@@ -39,7 +41,17 @@ class ViolationStage:
         rules: ViolationRules,
         sink: Sink | None = None,
         keep: int = 32,
+        reader: Any = None,
+        on_hotlist: HotlistSink | None = None,
+        main_image: Callable[[Frame], Any] | None = None,
     ) -> None:
+        """`reader`: a `node.plates.track.TrackReader` (plates read on confirmed tracks);
+        `on_hotlist` is told once per track when its fused read is on the hotlist;
+        `main_image(frame)` gives the frame's main image (default `frame.main.array()`)."""
+        self.reader, self.on_hotlist = reader, on_hotlist
+        self._main_image = main_image or (lambda f: f.main.array())
+        self._alerted: set[int] = set()
+        self.read_errors = 0
         self._detections = detections
         self.tracker, self.signal, self.rules = tracker, signal, rules
         self._sink = sink
@@ -56,6 +68,8 @@ class ViolationStage:
         self.signal.observe(frame)
         state = self.signal.current(frame.mono_ns)
         tracks = self.tracker.update(found, frame.utc_ns)
+        if self.reader is not None:
+            self._read_plates(tracks, frame)
         for v in self.rules.update(tracks, frame, state):
             log.info(
                 "violation %s: %s, vehicle %d, confidence %.2f",
@@ -70,6 +84,42 @@ class ViolationStage:
             if self._sink is not None:
                 self._sink(v, frame)
 
+    def _read_plates(self, tracks: list[Track], frame: Frame) -> None:
+        """Read the plates of confirmed tracks seen in this frame (the reader decides which
+        are due: every few frames, big enough, not read too often already)."""
+        from node.infer.reader import crop_plate
+
+        image = None
+        for t in tracks:
+            if t.state != CONFIRMED or t.history[-1].seq != frame.seq:
+                continue
+            box = t.history[-1].box
+            if not self.reader.wants(t.id, frame.seq, int(box[2] - box[0])):
+                continue
+            try:
+                image = self._main_image(frame) if image is None else image
+                crop = crop_plate(image, box)
+                self.reader.observe(t.id, frame.seq, crop)
+            except (ValueError, OSError) as e:  # a box off the picture, a broken frame
+                self.read_errors += 1
+                log.debug("plate read of track %d failed: %s", t.id, e)
+                continue
+            fused = self.reader.best(t.id)
+            if fused is None or self.on_hotlist is None or t.id in self._alerted:
+                continue
+            hit = self.reader.check_hotlist(fused)
+            if hit is not None:
+                self._alerted.add(t.id)
+                log.warning("hotlist hit on track %d", t.id)  # no plate text in the log
+                self.on_hotlist(hit, fused, t.id, frame, crop)
+
+    def plate_read(self, track_id: int) -> dict[str, Any] | None:
+        """The fused read of a track, for its evidence packet (None: not read)."""
+        if self.reader is None:
+            return None
+        fused = self.reader.best(track_id)
+        return None if fused is None else dict(fused.as_dict(per_frame=True))
+
     def last(self, n: int) -> list[Violation]:
         with self._lock:
             return list(self.recent)[-n:]
@@ -81,4 +131,9 @@ class ViolationStage:
             "rules": self.rules.status(),
             "violations": self.found,
             "frames_without_detections": self.missing_detections,
+            "reader": (
+                {"state": "running", **self.reader.stats(), "errors": self.read_errors}
+                if self.reader is not None
+                else {"state": "off"}
+            ),
         }
