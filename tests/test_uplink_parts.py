@@ -17,7 +17,7 @@ from node.config import StoreConfig
 from node.evidence import KIND_HEARTBEAT, PRIORITY_TELEMETRY
 from node.evidence.packet import verify
 from node.store import PacketStore
-from node.uplink.link import Stopped, TokenBucket, UploadWindows
+from node.uplink.link import Stopped, TokenBucket, UploadWindows, config_problems
 from node.uplink.retry import (
     MAYBE_DELIVERED,
     NEVER_LEFT,
@@ -27,7 +27,7 @@ from node.uplink.retry import (
     parse_retry_after,
 )
 from node.uplink.telemetry import Heartbeat, heartbeat_fields
-from node.uplink.uploader import ACK, PERMANENT, REFUSED, RETRY, config_problems, interpret
+from node.uplink.uploader import ACK, PERMANENT, REFUSED, RETRY, interpret
 from tests.test_uplink_support import NODE, node_key, open_store, uplink_cfg
 
 PID = "3f1c2a9e-8b7d-4c6e-9f0a-1b2c3d4e5f60"
