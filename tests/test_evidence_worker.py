@@ -175,3 +175,22 @@ def test_a_hotlist_hit_is_stored_as_an_alert_claimed_before_earlier_violations(
     assert packet.manifest["plate_read"] == {"text": "98A-123.45", "confidence": 0.9}
     assert w.status()["alerts"] == 1
     store.close()
+
+
+def test_a_node_key_given_as_base64_text_is_not_taken_for_id_equals_key(tmp_path: Path) -> None:
+    """Raw Ed25519 keys in base64 end in '=' and are often all letters and digits: the text
+    before it must not be read as a node id with an empty key file name."""
+    from node.evidence.commands import _node_keys
+    from node.evidence.keys import public_key_text
+
+    for seed in range(200):  # find a key whose text is letters and digits, then '='
+        key = load_or_create_node_key(tmp_path / f"{seed}.key")
+        text = public_key_text(key.public_key())
+        if text[:-1].isalnum():
+            break
+    else:
+        pytest.skip("no all-alphanumeric key text in 200 tries")
+    keys = _node_keys([text], "cam-7")
+    assert list(keys) == ["cam-7"]
+    assert public_key_text(keys["cam-7"]) == text
+    assert list(_node_keys([f"cam-9={text}"], "cam-7")) == ["cam-9"]

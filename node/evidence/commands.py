@@ -110,7 +110,7 @@ def _node_keys(specs: list[str], packet_node: str) -> dict[str, Ed25519PublicKey
     keys: dict[str, Ed25519PublicKey] = {}
     for spec in specs:
         node, sep, source = spec.partition("=")
-        if not sep or not NODE_ID_RE.fullmatch(node):
+        if not sep or not source or not NODE_ID_RE.fullmatch(node):
             # not ID=KEY (base64 text may end in '=' too): the key of the packet's node
             node, source = packet_node, spec
         keys[node] = load_public_key(source, "ed25519")

@@ -124,8 +124,9 @@ class EvidenceWorker:
         with contextlib.suppress(queue.Full):
             self.queue.put_nowait(None)  # wakes the thread if it waits for work
         self._thread.join(max(0.1, deadline - time.monotonic()))
-        if not self.queue.empty():
-            log.error("stopping with %d violations not yet stored", self.queue.qsize())
+        left = [job for job in list(self.queue.queue) if job is not None]  # not the wake-up
+        if left:
+            log.error("stopping with %d violations not yet stored", len(left))
 
     def status(self) -> dict[str, Any]:
         return {
