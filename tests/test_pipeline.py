@@ -60,7 +60,7 @@ def test_ring_bounded_in_time() -> None:
 
 
 def test_ring_bounded_in_memory() -> None:
-    ring = FrameRing(seconds=100.0, max_bytes=10_000)
+    ring = FrameRing(seconds=100.0, max_bytes=10_000, keep_lores=100)
     for i in range(50):
         ring.push(frame_at(i, i, nbytes=1000))
     assert ring.nbytes <= 10_000
@@ -68,6 +68,16 @@ def test_ring_bounded_in_memory() -> None:
     latest = ring.latest()
     assert latest is not None
     assert latest.seq == 49
+
+
+def test_ring_drops_the_lores_of_all_but_the_newest_frames() -> None:
+    ring = FrameRing(seconds=100.0, max_bytes=10**9, keep_lores=3)
+    for i in range(10):
+        ring.push(frame_at(i, i, nbytes=1000))
+    sizes = [f.lores.size for f in ring.window(0, 100)]
+    assert sizes == [0] * 7 + [1000] * 3  # evidence needs the main stream only
+    assert ring.nbytes == 10 * 3 + 3 * 1000  # the main refs (3 bytes each) and 3 lores
+    assert [f.seq for f in ring.by_seq(0, 9)] == list(range(10))  # every frame is still kept
 
 
 def test_fast_stages_process_every_frame() -> None:

@@ -7,26 +7,42 @@ CircularOutput2 keeps a time-bounded deque. Thread-safe: capture writes, evidenc
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 
-from node.capture.frame import Frame
+import numpy as np
+
+from node.capture.frame import Frame, Image
+
+KEEP_LORES = 8  # the newest frames keep their detection image (the console's live views)
+NO_LORES: Image = np.zeros((0, 0, 3), np.uint8)
 
 
 class FrameRing:
-    def __init__(self, seconds: float, max_bytes: int) -> None:
+    """See the module docstring. Frames older than the newest `keep_lores` drop their lores
+    (detection) image: evidence is made from the main stream, and 40 lores frames are 60 MB
+    of a 1 GB board's memory."""
+
+    def __init__(self, seconds: float, max_bytes: int, keep_lores: int = KEEP_LORES) -> None:
         if seconds <= 0 or max_bytes <= 0:
             raise ValueError("FrameRing: seconds and max_bytes must be positive")
         self.span_ns = int(seconds * 1e9)
         self.max_bytes = max_bytes
         self._frames: deque[Frame] = deque()
         self._bytes = 0
+        self.keep_lores = keep_lores
         self._lock = threading.Lock()
 
     def push(self, frame: Frame) -> None:
         with self._lock:
             self._frames.append(frame)
             self._bytes += frame.nbytes
+            k = self.keep_lores + 1
+            if len(self._frames) >= k and self._frames[-k].lores.size:
+                old = self._frames[-k]
+                self._frames[-k] = dataclasses.replace(old, lores=NO_LORES)
+                self._bytes -= old.lores.nbytes
             horizon = frame.mono_ns - self.span_ns
             while self._frames and (
                 self._frames[0].mono_ns < horizon
