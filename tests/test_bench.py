@@ -169,3 +169,17 @@ def test_bench_rejects_a_missing_model(tmp_path: Path) -> None:
     from node.cli import main
 
     assert main(["bench", "--quick", "--model", str(tmp_path / "none.json")]) == 1
+
+
+def test_the_bench_runs_the_node_with_the_units_environment() -> None:
+    """RSS and speed are measured as systemd runs the node: the same Environment= lines."""
+    from node.bench.suite import UNIT_ENVIRONMENT
+
+    unit = (Path(__file__).resolve().parent.parent / "systemd" / "roadnode.service").read_text()
+    pairs = {}
+    for line in unit.splitlines():
+        if line.startswith("Environment="):
+            for item in line.removeprefix("Environment=").split():
+                key, _, value = item.partition("=")
+                pairs[key] = value
+    assert {k: pairs.get(k) for k in UNIT_ENVIRONMENT} == UNIT_ENVIRONMENT

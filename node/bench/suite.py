@@ -468,6 +468,15 @@ def node_command(
     return cmd
 
 
+UNIT_ENVIRONMENT = {  # systemd/roadnode.service, Environment= (tests/test_bench.py checks it)
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": "1048576",
+    "MALLOC_TRIM_THRESHOLD_": "1048576",
+}
+
+
 class _NodeChild:
     """`roadnode run` as a child process, with a systemd-style notify socket we listen on."""
 
@@ -477,7 +486,10 @@ class _NodeChild:
         self.notify_path.unlink(missing_ok=True)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), PYTHONUNBUFFERED="1")
+        # as systemd/roadnode.service runs it: its Environment= (heap settings), unless the
+        # caller's environment says otherwise
+        env = {**UNIT_ENVIRONMENT, **os.environ}
+        env |= {"NOTIFY_SOCKET": str(self.notify_path), "PYTHONUNBUFFERED": "1"}
         env.pop("WATCHDOG_USEC", None)
         self.log_path = state.parent / f"{state.name}.log"
         self._log = self.log_path.open("wb")
