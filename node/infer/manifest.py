@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from node.infer.letterbox import INPUT_RANGES
 from node.infer.runtime import Backend, Interpreter, ModelError, ModelIO, default_backend
@@ -137,22 +137,37 @@ def parse_manifest(raw: Any, path: Path) -> ModelManifest:
     return ModelManifest(**values, path=path)
 
 
-def read_manifest(path: Path) -> ModelManifest:
-    """Read and check the manifest at `path`."""
+def read_json(path: Path, what: str = "model manifest") -> Any:
+    """The JSON document at `path`; ModelError naming `what` when it is missing or garbled."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ModelError(f"{path}: model manifest not found") from None
+        raise ModelError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path}: cannot read model manifest: {e}") from None
+        raise ModelError(f"{path}: cannot read {what}: {e}") from None
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ModelError(f"{path}: not valid JSON: {e.msg} (line {e.lineno})") from None
-    return parse_manifest(raw, path)
 
 
-def read_model_bytes(manifest: ModelManifest) -> bytes:
+def read_manifest(path: Path) -> ModelManifest:
+    """Read and check the manifest at `path`."""
+    return parse_manifest(read_json(path), path)
+
+
+class _Named(Protocol):
+    """What `read_model_bytes` needs of a manifest (the detector's or the reader's)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def model_path(self) -> Path: ...
+
+
+def read_model_bytes(manifest: _Named) -> bytes:
     """The model file's bytes, once their sha256 matches the manifest's."""
     model = manifest.model_path
     try:

@@ -23,8 +23,6 @@ before the runtime sees the file, exactly as for the detector.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from node.infer.manifest import MAX_MODEL_BYTES
+from node.infer.manifest import read_json, read_model_bytes
 from node.infer.runtime import Backend, Interpreter, ModelError, TensorSpec, default_backend
 from node.plates.grammar import ALPHABET, PlateNumber, parse_rows
 
@@ -375,37 +373,7 @@ def parse_reader_manifest(raw: Any, path: Path) -> ReaderManifest:
 
 
 def read_reader_manifest(path: Path) -> ReaderManifest:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(f"{path}: reader manifest not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path}: cannot read reader manifest: {e}") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path}: not valid JSON: {e.msg} (line {e.lineno})") from None
-    return parse_reader_manifest(raw, path)
-
-
-def _verified_bytes(manifest: ReaderManifest) -> bytes:
-    model = manifest.model_path
-    try:
-        size = model.stat().st_size
-        if size > MAX_MODEL_BYTES:
-            raise ModelError(f"{model}: model file is {size} bytes, over {MAX_MODEL_BYTES}")
-        content = model.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{model}: model file not found (named by {manifest.path})") from None
-    except OSError as e:
-        raise ModelError(f"{model}: cannot read model file: {e.strerror or e}") from None
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != manifest.sha256:
-        raise ModelError(
-            f"{model}: sha256 mismatch: manifest {manifest.path.name} says "
-            f"{manifest.sha256[:12]}…, the file is {digest[:12]}…"
-        )
-    return content
+    return parse_reader_manifest(read_json(path, "reader manifest"), path)
 
 
 @dataclass(frozen=True)
@@ -445,7 +413,7 @@ class PlateReader:
     ) -> None:
         self._backend = backend or default_backend()
         self.manifest = read_reader_manifest(Path(manifest_path))
-        content = _verified_bytes(self.manifest)
+        content = read_model_bytes(self.manifest)
         self._interp = self._backend.open(content, self.manifest.model_path, num_threads)
         self._io = ReaderIO.read(self._interp, self.manifest)
         spec = self._io.input
