@@ -16,7 +16,7 @@ import argparse
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +91,22 @@ def representative(a: argparse.Namespace) -> Iterator[list[npt.NDArray[Any]]]:
         yield [image[None].astype(np.float32) / 255.0]
 
 
-def convert(model: Any, a: argparse.Namespace) -> bytes:
+def int8_tflite(model: Any, samples: Callable[[], Iterator[list[Any]]]) -> bytes:
+    """A Keras model as a full-integer TFLite flatbuffer: int8 weights and activations,
+    uint8 input, int8 outputs, calibrated on `samples()` (the reader's export uses it too)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: representative(a)
+    converter.representative_dataset = samples
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.int8
     return bytes(converter.convert())
+
+
+def convert(model: Any, a: argparse.Namespace) -> bytes:
+    return int8_tflite(model, lambda: representative(a))
 
 
 def write(blob: bytes, a: argparse.Namespace) -> Path:

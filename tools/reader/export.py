@@ -55,15 +55,9 @@ def representative(a: argparse.Namespace) -> Iterator[list[npt.NDArray[Any]]]:
 
 
 def convert(model: Any, a: argparse.Namespace) -> bytes:
-    import tensorflow as tf
+    from tools.detector.export import int8_tflite
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: representative(a)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    return int8_tflite(model, lambda: representative(a))
 
 
 def write(blob: bytes, a: argparse.Namespace) -> Path:
