@@ -293,3 +293,28 @@ def test_status_without_zones_says_why_each_rule_is_inactive() -> None:
     off = RulesConfig(speeding=SpeedingConfig(enabled=False))
     speeding = ViolationRules(off, Zones.from_config(ZONES)).status()["speeding"]
     assert speeding == "inactive: disabled (rules.speeding.enabled)"
+
+
+def test_cached_sides_give_the_same_crossings_as_the_geometry() -> None:
+    """The rules read crossings from per-sample sides computed once (`Zones.sides`); on random
+    wandering tracks the newest crossing of every segment matches `zones.crossings`."""
+    from node.rules.crossrules import last_crossing
+    from node.rules.vehicle import place
+    from node.rules.zones import crossings
+
+    zones = Zones(
+        stop_line=None,
+        solid_lines=(np.array([[100.0, 0.0], [300.0, 400.0], [320.0, 800.0]]),),
+    )
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(2, 40))
+        xy = np.cumsum(rng.normal(0, 40, (n, 2)), axis=0) + rng.uniform(0, 600, 2)
+        boxes = np.c_[xy[:, 0] - 10, xy[:, 1] - 5, xy[:, 0] + 10, xy[:, 1]]
+        obs = [Observation(i, i, i, tuple(map(float, b)), 0.9) for i, b in enumerate(boxes)]
+        a = place(zones, obs)
+        for (p, q), col in zones.segments.items():
+            steps = crossings(p, q, a.points[:-1], a.points[1:])
+            ks = np.nonzero(steps)[0]
+            want = (int(ks[-1]), int(steps[ks[-1]])) if len(ks) else (-1, 0)
+            assert last_crossing(a, col, p, q) == want, (trial, p, q)

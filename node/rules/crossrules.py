@@ -13,14 +13,24 @@ import numpy as np
 from node.config import RedLightConfig, SolidLineConfig
 from node.rules.signal import AMBER, RED, SignalLog
 from node.rules.vehicle import Finding, Measured, Samples, Vehicle, interpolate, support
-from node.rules.zones import Bools, Floats, Zones, crossing_fraction, crossings, side_of
+from node.rules.zones import Bools, Floats, Zones, crossing_fraction
 
 
-def last_crossing(a: Samples, p: tuple[float, float], q: tuple[float, float]) -> tuple[int, int]:
-    """(k, sign) of the newest step k → k+1 that crosses segment p-q; (-1, 0) if none."""
-    steps = crossings(p, q, a.points[:-1], a.points[1:])
-    ks = np.nonzero(steps)[0]
-    return (int(ks[-1]), int(steps[ks[-1]])) if len(ks) else (-1, 0)
+def last_crossing(
+    a: Samples, col: int, p: tuple[float, float], q: tuple[float, float]
+) -> tuple[int, int]:
+    """(k, sign) of the newest step k → k+1 that crosses segment p-q, whose `side_of` is
+    column `col` of `a.sides`; (-1, 0) if none. Same answer as `zones.crossings`, but only
+    the steps that change side are looked at (usually none or one)."""
+    neg = a.sides[:, col] < 0.0
+    for k in np.nonzero(neg[:-1] != neg[1:])[0][::-1].tolist():
+        (x0, y0), (x1, y1) = a.points[k].tolist(), a.points[k + 1].tolist()
+        sx, sy = x1 - x0, y1 - y0
+        ta = sx * (p[1] - y0) - sy * (p[0] - x0)
+        tb = sx * (q[1] - y0) - sy * (q[0] - x0)
+        if ta * tb <= 0.0:  # the step passes between the segment's ends
+            return k, 1 if neg[k] else -1
+    return -1, 0
 
 
 def run_before(pre: Bools, k: int) -> int:
@@ -59,10 +69,11 @@ class RedLightRule:
         a, n_min, line = v.samples, self.cfg.min_frames, self.zones.stop_line
         if line is None or len(a) < 2 * n_min:
             return None
-        k, sign = last_crossing(a, line.a, line.b)
+        col = self.zones.segments[(line.a, line.b)]
+        k, sign = last_crossing(a, col, line.a, line.b)
         if k < 0 or v.judged.get(self.name) == int(a.seq[k + 1]):
             return None
-        side = side_of(line.a, line.b, a.points)
+        side = a.sides[:, col]
         pre = side < 0 if sign > 0 else side >= 0
         before, after = run_before(pre, k), int((~pre[k + 1 :]).sum())
         if before < n_min or after < n_min:
@@ -128,10 +139,11 @@ class SolidLineRule:
     def _crossed(
         self, v: Vehicle, a: Samples, p: tuple[float, float], q: tuple[float, float], margin: Floats
     ) -> Finding | None:
-        k, sign = last_crossing(a, p, q)
+        col = self.zones.segments[(p, q)]
+        k, sign = last_crossing(a, col, p, q)
         if k < 0:
             return None
-        side = side_of(p, q, a.points) * sign  # positive: the far side
+        side = a.sides[:, col] * sign  # positive: the far side
         near, far = side <= -margin, side >= margin
         before, after = int(near[: k + 1].sum()), int(far[k + 1 :].sum())
         if near[k + 1 :].any():

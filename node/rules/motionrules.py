@@ -16,7 +16,7 @@ import numpy as np
 from node.config import SpeedingConfig, WrongWayConfig
 from node.rules.crossrules import last_crossing
 from node.rules.vehicle import Finding, Measured, Samples, Vehicle, interpolate, support
-from node.rules.zones import Floats, Zones, crossing_fraction, points_in_polygon, side_of
+from node.rules.zones import Floats, Zones, crossing_fraction, side_of
 
 KMH = 3.6
 
@@ -66,7 +66,7 @@ class WrongWayRule:
             return None
         road = a.road[idx] if self.metres else a.points[idx]
         progress = road @ self.directions[lane]
-        against = float(np.median(progress[:3]) - np.median(progress[-3:]))
+        against = median3(progress[:3]) - median3(progress[-3:])
         wanted = self.cfg.min_distance_m if self.metres else self.cfg.min_distance_px
         if against < wanted:
             return None
@@ -80,6 +80,13 @@ class WrongWayRule:
         return Finding(at, int(a.mono_ns[at]), int(a.utc_ns[at]), m, conf)
 
 
+def median3(x: Floats) -> float:
+    """`np.median` of at most 3 values, without its overhead (the rules call it per frame)."""
+    v = sorted(x.tolist())
+    n = len(v)
+    return float(v[n // 2]) if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+
+
 def fit_speed(t: Floats, road: Floats, pos_sigma: Floats) -> tuple[float, float] | None:
     """(speed, its standard deviation) in m/s from positions (N, 2) at times t (N,).
 
@@ -87,22 +94,26 @@ def fit_speed(t: Floats, road: Floats, pos_sigma: Floats) -> tuple[float, float]
     position noise along the direction of travel is the residuals' or, if larger, `pos_sigma`
     (pixel quantisation on the road); the speed's sigma is the slope's standard error."""
     keep = np.ones(len(t), dtype=bool)
-    for _ in range(2):
+    for _ in range(2):  # sums, not .mean() / np.median: this runs per vehicle per frame
         tt, rr, ps = t[keep], road[keep], pos_sigma[keep]
-        tc = tt - tt.mean()
+        n = len(tt)
+        tc = tt - tt.sum() / n
         stt = float(tc @ tc)
-        if len(tt) < 3 or stt <= 0:
+        if n < 3 or stt <= 0:
             return None
-        slope = (tc @ (rr - rr.mean(axis=0))) / stt
-        resid = rr - rr.mean(axis=0) - tc[:, None] * slope
+        rc = rr - rr.sum(axis=0) / n
+        slope = (tc @ rc) / stt
+        resid = rc - tc[:, None] * slope
         r = np.hypot(resid[:, 0], resid[:, 1])
-        inliers = r <= max(3.0 * 1.4826 * float(np.median(r)), 3.0 * float(ps.mean()))
+        rs = np.sort(r)
+        median = float(rs[n // 2]) if n % 2 else float(rs[n // 2 - 1] + rs[n // 2]) / 2.0
+        inliers = r <= max(3.0 * 1.4826 * median, 3.0 * float(ps.sum()) / n)
         if inliers.all():
             break
         keep[np.nonzero(keep)[0][~inliers]] = False
     speed = float(np.hypot(*slope))
     along = resid @ (slope / speed if speed > 0 else np.array([0.0, 1.0]))
-    noise2 = max(float(along @ along) / max(1, len(tt) - 2), float((ps**2).mean()))
+    noise2 = max(float(along @ along) / max(1, n - 2), float(ps @ ps) / n)
     return speed, math.sqrt(noise2 / stt)
 
 
@@ -176,9 +187,7 @@ class SpeedingRule:
         if not len(a):
             return None
         recent = a.mono_ns >= a.mono_ns[-1] - self.cfg.window_s * 1e9
-        area = self.zones.homography_area
-        if area is not None:  # outside the calibrated area the mapping is extrapolated
-            recent &= points_in_polygon(area, a.points)
+        recent &= a.in_area  # outside the calibrated area the mapping is extrapolated
         idx = np.nonzero(recent)[0]
         if not len(idx):
             return None
@@ -199,7 +208,7 @@ class SpeedingRule:
             return None
         times = []
         for line in (trap.line_a, trap.line_b):
-            k, _ = last_crossing(a, line.a, line.b)
+            k, _ = last_crossing(a, self.zones.segments[(line.a, line.b)], line.a, line.b)
             if k < 0:
                 return None
             frac = float(crossing_fraction(line.a, line.b, a.points[k], a.points[k + 1])[0])

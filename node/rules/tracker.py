@@ -186,8 +186,9 @@ class Tracker:
         pred, det = self._kf.boxes()[r], boxes[c]
         iou = iou_matrix(pred, det)
         pairs = greedy(iou, iou >= min_iou)
-        left_r = np.setdiff1d(np.arange(len(r)), [p for p, _ in pairs])
-        left_c = np.setdiff1d(np.arange(len(c)), [q for _, q in pairs])
+        got_r, got_c = {p for p, _ in pairs}, {q for _, q in pairs}
+        left_r = np.array([i for i in range(len(r)) if i not in got_r], dtype=np.intp)
+        left_c = np.array([j for j in range(len(c)) if j not in got_c], dtype=np.intp)
         if len(left_r) and len(left_c):
             ratio = self._gate_ratio(r[left_r], det[left_c])
             near = greedy(ratio, ratio <= 1.0, best_high=False)

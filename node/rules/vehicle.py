@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from node.rules.tracker import Observation
-from node.rules.zones import Floats, Zones, plate_points
+from node.rules.zones import Bools, Floats, Zones, plate_points
 
 MEMORY = 256  # samples kept per vehicle
 Int64s = npt.NDArray[np.int64]
@@ -34,6 +34,8 @@ class Samples:
     lanes: Int64s  # index into the zones' lanes; -1 = none
     road: Floats  # (N, 2) road-plane metres; NaN without a homography
     m_per_px: Floats  # road metres one pixel can move the point; NaN without a homography
+    sides: Floats  # (N, S) signed pixel distance from each of the zones' segments
+    in_area: Bools  # inside the homography's calibrated area (all True without one)
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -53,10 +55,12 @@ class Samples:
     def empty(cls) -> Samples:
         ints, floats = np.zeros(0, np.int64), np.zeros(0)
         return cls(ints, ints, ints, np.zeros((0, 4)), floats, np.zeros((0, 2)), ints,
-                   np.zeros((0, 2)), floats)  # fmt: skip
+                   np.zeros((0, 2)), floats, np.zeros((0, 0)), np.zeros(0, bool))  # fmt: skip
 
     def then(self, new: Samples, keep: int = MEMORY) -> Samples:
         """These samples followed by `new`, the newest `keep` of them."""
+        if not len(self):
+            return new.part(slice(-keep, None))
         joined = (
             np.concatenate([getattr(self, f.name), getattr(new, f.name)]) for f in fields(self)
         )
@@ -81,6 +85,8 @@ def place(zones: Zones, observations: list[Observation]) -> Samples:
         zones.lane_index(points),
         road,
         mpp,
+        zones.sides(points),
+        zones.in_area(points),
     )
 
 

@@ -90,7 +90,8 @@ class ViolationRules:
             v = self.vehicles.get(t.id) or self._vehicle_for(t, matched)
             v.velocity = t.velocity
             v.ended_ns = None
-            if new := [o for o in t.history if o.seq > v.last_seq]:
+            last = v.last_seq
+            if new := [o for o in t.history if o.seq > last]:
                 news.append((v, new))
         placed = place(self.zones, [o for _, new in news for o in new])
         start = 0

@@ -9,6 +9,7 @@ where a plate's bottom edge would be when the plate is right above the painted l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -74,7 +75,7 @@ def points_in_polygon(polygon: object, points: object) -> Bools:
     """Whether each point is inside the polygon (even-odd rule; the outline is not closed)."""
     poly, pts = as_points(polygon), as_points(points)
     x0, y0 = poly[:, 0], poly[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))  # far ends
     px, py = pts[:, :1], pts[:, 1:]
     spans = (y0 > py) != (y1 > py)  # (N, M): edge straddles the point's row
     dy = np.where(y1 == y0, 1.0, y1 - y0)
@@ -174,7 +175,7 @@ def _normaliser(p: Floats) -> Floats:
 
 
 def _apply(m: Floats, p: Floats) -> Floats:
-    h = np.c_[p, np.ones(len(p))] @ m.T
+    h = p @ m[:, :2].T + m[:, 2]  # homogeneous (x, y, 1) @ m.T without building the ones
     w = np.where(np.abs(h[:, 2]) < 1e-12, 1e-12, h[:, 2])
     return np.asarray(h[:, :2] / w[:, None])
 
@@ -233,6 +234,40 @@ class Zones:
             trap = SpeedTrap(Line(*t.line_a), Line(*t.line_b), t.distance_m)
         solid = tuple(as_points(line) for line in cfg.solid_lines)
         return cls(stop, lanes, solid, homography, trap, area)
+
+    @cached_property
+    def segments(self) -> dict[tuple[Point, Point], int]:
+        """Every line segment a rule tests crossings of (the stop line, each piece of each
+        solid line, the speed trap's lines), numbered: the column of `sides()`."""
+        pieces: list[tuple[Point, Point]] = []
+        if self.stop_line is not None:
+            pieces.append((self.stop_line.a, self.stop_line.b))
+        for line in self.solid_lines:
+            pieces += [
+                ((p[0], p[1]), (q[0], q[1]))
+                for p, q in zip(line[:-1].tolist(), line[1:].tolist(), strict=True)
+            ]
+        if self.speed_trap is not None:
+            pieces += [(t.a, t.b) for t in (self.speed_trap.line_a, self.speed_trap.line_b)]
+        return {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
+
+    def sides(self, points: object) -> Floats:
+        """`side_of` every segment (columns numbered by `segments`) for each point: (N, S),
+        computed once per sample so the rules do not redo it every frame."""
+        pts = as_points(points)
+        if not self.segments:
+            return np.zeros((len(pts), 0))
+        ab = np.asarray(list(self.segments), dtype=np.float64)  # (S, 2, 2)
+        pa, d = ab[:, 0], ab[:, 1] - ab[:, 0]
+        rel = pts[:, None, :] - pa[None]
+        return np.asarray(_cross(d[None], rel) / np.hypot(d[:, 0], d[:, 1]))
+
+    def in_area(self, points: object) -> Bools:
+        """Whether each point is inside the homography's calibrated area (all, without one)."""
+        pts = as_points(points)
+        if self.homography_area is None:
+            return np.ones(len(pts), dtype=bool)
+        return points_in_polygon(self.homography_area, pts)
 
     def lane_index(self, points: object) -> Ints:
         """Index of the first lane that holds each point; -1 for none."""
