@@ -30,7 +30,7 @@ from node.capture.frame import Frame, FrameSource
 from node.capture.framering import FrameRing
 from node.config import Config, Point
 from node.control import ControlServer
-from node.health import Health
+from node.health import Health, trim_heap
 from node.infer.detector import DetectorStage, build_stage
 from node.infer.manifest import DEFAULT_MANIFEST
 from node.infer.runtime import ModelError
@@ -419,6 +419,7 @@ class Service:
                 last_ping_processed = processed
             if ticks.due("health", HEALTH_EVERY_S, now):
                 self.health.sample()  # sensors, alarms with hysteresis (logged on change)
+                trim_heap()  # the heap's free pages back to the kernel (steady RSS)
             if ticks.due("status", self.cfg.service.status_interval_s, now):
                 self.notifier.status(self.summary_line())
             if self.opts.progress and ticks.due("progress", 1.0, now):

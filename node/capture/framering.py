@@ -15,7 +15,7 @@ import numpy as np
 
 from node.capture.frame import Frame, Image
 
-KEEP_LORES = 8  # the newest frames keep their detection image (the console's live views)
+KEEP_LORES = 2  # the newest frames keep their detection image (the console's live view)
 NO_LORES: Image = np.zeros((0, 0, 3), np.uint8)
 
 

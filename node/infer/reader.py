@@ -93,7 +93,7 @@ def split_row(grey: Grey) -> int:
     return lo + int(np.argmin(smooth[lo:hi]))
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=16)  # ~0.3 MB each; plates come in a few shapes
 def _shear_bins(sh: int, sw: int) -> tuple[npt.NDArray[np.int64], int]:
     """For an sh x (sw - 1) map, the profile bin of every pixel under every shear in `SHEARS`
     (flattened; shear k's bins are [k * span, (k + 1) * span)), and span."""
