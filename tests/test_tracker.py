@@ -175,3 +175,24 @@ def test_max_tracks_caps_new_tracks() -> None:
     tracks = tracker.update(frame(0, [(100.0 * k, 500.0, 30, 22, 0.9) for k in range(1, 5)]))
     assert len(tracks) == 2
     assert tracker.stats()["untracked"] == 2
+
+
+def test_a_plate_found_twice_makes_one_track_and_plates_abreast_make_two() -> None:
+    """The detector sometimes also boxes a plate with its surround (IoU with the tight box
+    0.25: too small to merge): that second box must not start a second track of the same
+    vehicle. Two plates side by side never nest, and stay two tracks."""
+    tracker = Tracker(TrackerConfig())
+
+    def plates(seq: int) -> list[tuple[float, ...]]:
+        y = 300 + 8 * seq
+        return [
+            (500, y, 24, 7, 0.8),  # the plate
+            (500, y + 2, 44, 16, 0.6),  # the same plate with its surround, around it
+            (526, y, 24, 7, 0.7),  # the next plate, touching the first
+        ]
+
+    frames = run(tracker, 20, plates)
+    confirmed = [t for t in frames[-1] if t.state == CONFIRMED]
+    assert len(confirmed) == 2, confirmed
+    assert tracker.stats()["nested"] >= 18
+    assert tracker.stats()["created"] == 2

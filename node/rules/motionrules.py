@@ -19,6 +19,7 @@ from node.rules.vehicle import Finding, Measured, Samples, Vehicle, interpolate,
 from node.rules.zones import Floats, Zones, crossing_fraction, side_of
 
 KMH = 3.6
+MAX_STEP_SHARE = 0.5  # wrong way: no one step may make more than this share of the way
 
 
 def lane_road_directions(zones: Zones) -> list[Floats]:
@@ -37,7 +38,9 @@ def lane_road_directions(zones: Zones) -> list[Floats]:
 
 
 class WrongWayRule:
-    """The plate moves against its lane's direction for `min_distance_m` (on the road)."""
+    """The plate moves against its lane's direction for `min_distance_m` (on the road), step
+    by step: a way made mostly in one step (`MAX_STEP_SHARE`) is a track that swapped to
+    another vehicle, not a wrong-way driver."""
 
     name = "wrong_way"
 
@@ -69,6 +72,11 @@ class WrongWayRule:
         against = median3(progress[:3]) - median3(progress[-3:])
         wanted = self.cfg.min_distance_m if self.metres else self.cfg.min_distance_px
         if against < wanted:
+            return None
+        if -float(np.diff(progress).min()) > MAX_STEP_SHARE * against:
+            # most of the way in one step: a track that jumped to a nearer vehicle behind,
+            # not a vehicle driving the wrong way (it backs a little every frame)
+            self.counts["jump"] = self.counts.get("jump", 0) + 1
             return None
         m = Measured(lane=v.lane_name(lane), frames=len(idx))
         if self.metres:

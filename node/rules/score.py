@@ -9,10 +9,12 @@ how fast this machine is. Scenes:
 - ``night``: dark, low-contrast, noisy pictures (a crude night exposure);
 - ``dropped-frames``: 10 % of frames never reach the detector (seeded).
 
-Matching: a reported violation is true when the sim recorded the same rule for the vehicle
-whose plate the reported boxes cover (by IoU with the sim's plate truth), within
-`MATCH_WINDOW_S`. A true violation counts towards recall when its vehicle showed a plate the
-camera could resolve (`MIN_PLATE_PX` wide in the detection stream) around that moment; the
+Matching (`match_rule`): a reported violation is true when the sim recorded the same rule for
+the vehicle whose plate the reported boxes cover (by IoU with the sim's plate truth), within
+`MATCH_WINDOW_S` (a wrong-way report may come any time before: that offence lasts the whole
+way), one report per true violation: a second report of the same offence is a duplicate and
+counts as a false positive. A true violation counts towards recall when its vehicle showed a
+plate the camera could resolve (`MIN_PLATE_PX` wide in the detection stream) around that moment; the
 others are reported apart as ``unresolvable`` (a wrong-way motorbike shows no front plate; a
 far plate is a few pixels). Violations in the run's last `TAIL_S` seconds are left out on
 both sides: the rules may not have judged them yet.
@@ -129,6 +131,38 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def match_rule(
+    rule: str, reports: list[tuple[int, int | None]], true: list[TrueViolation], window: int
+) -> tuple[dict[int, int], set[int]]:
+    """Reports (seq, vehicle) of one rule matched one to one with its true violations.
+
+    A report matches a true violation of the vehicle its boxes cover when their frames are
+    at most `window` apart; a wrong-way offence lasts as long as the vehicle drives against
+    its lane, so any report up to `window` after the sim records it (at the stop line) counts.
+    Reports are taken in order, each by the nearest free true violation. A report whose only
+    candidates are taken is a duplicate: the same offence counted twice (a false positive).
+    Returns ({report index: true index}, duplicate report indices)."""
+
+    def fits(seq: int, t: TrueViolation) -> bool:
+        if rule == "wrong_way":
+            return seq <= t.seq + window
+        return abs(seq - t.seq) <= window
+
+    matched: dict[int, int] = {}
+    duplicates: set[int] = set()
+    for k in sorted(range(len(reports)), key=lambda k: reports[k][0]):
+        seq, vid = reports[k]
+        if vid is None:
+            continue
+        fitting = [i for i, t in enumerate(true) if t.vehicle_id == vid and fits(seq, t)]
+        free = [i for i in fitting if i not in matched.values()]
+        if free:
+            matched[k] = min(free, key=lambda i: abs(true[i].seq - seq))
+        elif fitting:
+            duplicates.add(k)
+    return matched, duplicates
+
+
 def _stage(cfg: Config, detector: PlateDetector) -> DetectorStage:
     window = cfg.detector.zoom_window or sim_zoom_window(cfg.capture)
     (ax, ay), (bx, by) = window
@@ -174,25 +208,38 @@ def score_sim(
     per_rule: dict[str, dict[str, Any]] = {}
     for rule in RULES:
         t_rule = [t for t in true if t.rule == rule and t.seq <= cut]
-        visible = [t for t in t_rule if truths.resolvable(t, window)]
+        visible = {i for i, t in enumerate(t_rule) if truths.resolvable(t, window)}
         r_rule = [(v, vid) for v, vid in reported if v.rule == rule and v.seq_at <= cut]
-        hit_true = {
-            i
-            for i, t in enumerate(visible)
-            if any(vid == t.vehicle_id and abs(v.seq_at - t.seq) <= window for v, vid in r_rule)
-        }
-        right = [
-            (v, vid)
-            for v, vid in r_rule
-            if any(t.vehicle_id == vid and abs(v.seq_at - t.seq) <= window for t in t_rule)
+        matched, duplicates = match_rule(
+            rule, [(v.seq_at, vid) for v, vid in r_rule], t_rule, window
+        )
+        events = [
+            {
+                "seq": v.seq_at,
+                "track": v.track_id,
+                "vehicle": vid,
+                "correct": k in matched,
+                "duplicate": k in duplicates,
+                "confidence": v.confidence,
+                "measured": v.measured.as_dict(),
+            }
+            for k, (v, vid) in enumerate(r_rule)
+        ]
+        found = set(matched.values())
+        missed = [
+            {"seq": t_rule[i].seq, "vehicle": t_rule[i].vehicle_id, "kind": t_rule[i].vehicle}
+            for i in sorted(visible - found)
         ]
         per_rule[rule] = {
+            "events": events,
+            "missed": missed,
             "true": len(visible),
             "unresolvable": len(t_rule) - len(visible),
             "reported": len(r_rule),
-            "correct": len(right),
-            "precision": round(len(right) / len(r_rule), 3) if r_rule else None,
-            "recall": round(len(hit_true) / len(visible), 3) if visible else None,
+            "correct": len(matched),
+            "duplicates": len(duplicates),
+            "precision": round(len(matched) / len(r_rule), 3) if r_rule else None,
+            "recall": round(len(found & visible) / len(visible), 3) if visible else None,
         }
     return {
         "scene": scene,

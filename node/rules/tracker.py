@@ -4,7 +4,8 @@ Each frame, every track's box is predicted to the frame's time. Detections are s
 score: sure ones (`high_score`) are matched first against confirmed and lost tracks, weak
 ones (`low_score`..`high_score`) then only extend confirmed tracks that are still unmatched,
 and what is left of the sure ones is matched against tentative tracks; a sure detection that
-matches nothing starts a tentative track. A pairing is made by IoU with the predicted box
+matches nothing starts a tentative track, unless it nests with a box a track took this frame
+(the same plate found twice: see `NESTED`). A pairing is made by IoU with the predicted box
 (greedy, best first) or, when the boxes do not overlap at all (a small plate moving fast),
 by the distance between centres, within `centre_gate` plate sizes plus three standard
 deviations of the prediction, nearest first.
@@ -36,6 +37,7 @@ Pairs = list[tuple[int, int]]
 TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
 MAX_SCALE_CHANGE = 2.0  # a centre-gated pairing may not change the plate size more than this
 MAX_DT_S = 2.0  # a longer gap between frames is predicted as this long
+NESTED = 0.8  # a new box this much inside (or around) a taken one is the same plate
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,18 @@ def iou_matrix(a: Floats, b: Floats) -> Floats:
     return np.asarray(np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0))
 
 
+def over_smaller(a: Floats, b: Floats) -> Floats:
+    """Intersection over the smaller box, for every box in `a` (A, 4) with every box in `b`
+    (B, 4): (A, B). 1.0 when one box lies inside the other, whatever their sizes."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.asarray(np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1.0), 0.0))
+
+
 def greedy(score: Floats, allowed: npt.NDArray[np.bool_], best_high: bool = True) -> Pairs:
     """Pairs (row, col) taken best score first, each row and column at most once."""
     rows, cols = np.nonzero(allowed)
@@ -116,7 +130,14 @@ class Tracker:
         self._utc_offset = (
             time.time_ns() - time.monotonic_ns() if utc_offset_ns is None else utc_offset_ns
         )
-        self.counts = {"frames": 0, "created": 0, "confirmed": 0, "ended": 0, "untracked": 0}
+        self.counts = {
+            "frames": 0,
+            "created": 0,
+            "confirmed": 0,
+            "ended": 0,
+            "untracked": 0,
+            "nested": 0,
+        }
 
     def update(self, frame: FrameDetections, utc_ns: int | None = None) -> list[Track]:
         """Feed one frame's detections; the tracks after it (tentative, confirmed and lost)."""
@@ -127,6 +148,7 @@ class Tracker:
         utc = frame.mono_ns + self._utc_offset if utc_ns is None else utc_ns
         dets = [d for d in frame.detections if d.score >= self.cfg.low_score]
         matches, fresh = self._associate(dets)
+        fresh = self._not_nested(fresh, dets, matches)
         rows = np.array([r for r, _ in matches], dtype=np.intp)
         self._kf.update(rows, np.array([dets[d].box for _, d in matches]).reshape(-1, 4))
         for r, d in matches:
@@ -177,6 +199,22 @@ class Tracker:
         new = self._match(tentative, high_left, boxes, cfg.match_iou)
         taken_d |= {d for _, d in new}
         return matches + new, [d for d in high_left if d not in taken_d]
+
+    def _not_nested(self, fresh: list[int], dets: list[Detection], matches: Pairs) -> list[int]:
+        """The unmatched detections, less those nested with a box a track took this frame or
+        with a surer one of them: a plate found twice (tight and with its surround, or one row
+        of a two-row plate and the whole plate) would start a second track of the same
+        vehicle. Two plates never nest."""
+        taken = [dets[d].box for _, d in matches]
+        keep: list[int] = []
+        for d in sorted(fresh, key=lambda d: -dets[d].score):
+            box = np.array([dets[d].box], dtype=np.float64)
+            if taken and over_smaller(box, np.array(taken, dtype=np.float64)).max() > NESTED:
+                self.counts["nested"] += 1
+                continue
+            taken.append(dets[d].box)
+            keep.append(d)
+        return keep
 
     def _match(self, rows: list[int], cols: list[int], boxes: Floats, min_iou: float) -> Pairs:
         """Greedy by IoU with the predicted boxes, then by centre distance for the rest."""

@@ -23,9 +23,10 @@ from node.rules.crossrules import RedLightRule, SolidLineRule
 from node.rules.motionrules import SpeedingRule, WrongWayRule
 from node.rules.signal import SignalLog, SignalState
 from node.rules.tracker import CONFIRMED, Observation, Track
-from node.rules.vehicle import Finding, Measured, Vehicle, place
-from node.rules.zones import Box, Zones, plate_points
+from node.rules.vehicle import Finding, Measured, Samples, Vehicle, place
+from node.rules.zones import Box, Floats, Zones, plate_points
 
+REID_SPEED_SAMPLES = 5  # a vanished vehicle's road speed: over its last samples
 NAMESPACE = uuid.UUID("5b0d7d64-3f0e-4a53-9a4c-2f7f1d1c9e10")
 
 
@@ -136,9 +137,17 @@ class ViolationRules:
 
     def _reidentify(self, t: Track, matched: set[int]) -> Vehicle | None:
         """A vehicle that was not seen this frame (its tracks ended or lost), last seen before
-        `t` began and within the window, whose predicted position is nearest `t`'s start."""
+        `t` began and within the window, whose predicted position is nearest `t`'s start.
+
+        With a homography the prediction runs on the road (a vehicle keeps its speed in
+        metres, while its plate speeds up on the picture as it comes nearer) and the miss is
+        measured in plate widths on the road (`_road_miss`); else on the picture, in plate
+        sizes (the square root of the box's area)."""
         first = t.history[0]
-        x, y = plate_points([first.box])[0]
+        start = plate_points([first.box])
+        h = self.zones.homography
+        start_road = h.to_world(start)[0] if h is not None else None
+        x, y = start[0]
         best, best_d = None, np.inf
         for v in set(self.vehicles.values()):
             if v.ids & matched or not len(v.samples):
@@ -147,12 +156,35 @@ class ViolationRules:
             gap = (first.mono_ns - int(s.mono_ns[-1])) / 1e9
             if not 0 < gap <= self.cfg.reid_window_s:
                 continue
-            px, py = s.points[-1] + np.multiply(v.velocity, gap)
             x0, y0, x1, y1 = s.boxes[-1]
-            d = float(np.hypot(x - px, y - py)) / float(np.sqrt(max(1.0, (x1 - x0) * (y1 - y0))))
+            if h is not None and start_road is not None and np.isfinite(s.road[-1]).all():
+                d = self._road_miss(s, h.to_world([[x0, y1], [x1, y1]]), start_road, gap)
+            else:
+                size = float(np.sqrt(max(1.0, (x1 - x0) * (y1 - y0))))
+                px, py = s.points[-1] + np.multiply(v.velocity, gap)
+                d = float(np.hypot(x - px, y - py)) / size
             if d <= self.cfg.reid_gate and d < best_d:
                 best, best_d = v, d
         return best
+
+    @staticmethod
+    def _road_miss(s: Samples, plate_edge: Floats, start: Floats, gap: float) -> float:
+        """How far (in plate widths) a new track's start is from where vehicle samples `s`
+        would be `gap` seconds on at its road speed. Across its way the plate's width is
+        the unit; along it, the width plus a quarter of the distance driven in the gap (the
+        speed is measured, not known)."""
+        k = max(0, len(s) - REID_SPEED_SAMPLES)
+        span = (int(s.mono_ns[-1]) - int(s.mono_ns[k])) / 1e9
+        speed = (s.road[-1] - s.road[k]) / span if span > 0 else np.zeros(2)
+        miss = start - (s.road[-1] + speed * gap)
+        width = max(0.05, float(np.hypot(*(plate_edge[1] - plate_edge[0]))))
+        v = float(np.hypot(*speed))
+        if v < 0.5:  # standing: no direction to split by
+            return float(np.hypot(*miss)) / width
+        way = speed / v
+        along = float(miss @ way)
+        across = float(np.hypot(*(miss - along * way)))
+        return float(np.hypot(across / width, along / (width + 0.25 * v * gap)))
 
     def _forget(self, now_ns: int) -> None:
         horizon = now_ns - round(self.cfg.reid_window_s * 1e9)
