@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from node.capture.simtraffic import TrueViolation
 from node.config import Config
-from node.infer.detector import DEFAULT_MANIFEST, PlateDetector
+from node.infer.detector import PlateDetector
+from node.infer.manifest import DEFAULT_MANIFEST
 from node.rules.score import match_rule, score_sim
 
 
