@@ -249,6 +249,7 @@ class SpeedingConfig:
     window_s: float = bounded(1.0, 0.2, 10.0, "track span the homography speed is fitted over")
     min_frames: int = bounded(5, 3, 300, "observations a speed is fitted to")
     max_sigma_kmh: float = bounded(8.0, 0.5, 50.0, "less sure speeds are not acted on")
+    sigma_margin: float = bounded(1.64, 0.0, 5.0, "speed less this many sigmas must be over")
     pixel_sigma: float = bounded(1.0, 0.1, 20.0, "plate position uncertainty, pixels")
 
 

@@ -20,6 +20,7 @@ from node.config import (
 )
 from node.rules.signal import AMBER, GREEN, RED, SignalState, unknown
 from node.rules.tracker import CONFIRMED, LOST, Observation, Track
+from node.rules.vehicle import Vehicle, place
 from node.rules.violations import Violation, ViolationRules
 from node.rules.zones import Zones
 
@@ -253,6 +254,26 @@ def test_speed_uncertainty_grows_with_noise_and_blocks_unsure_readings() -> None
     found, rules = play({1: noisy}, cfg=strict)
     assert found == []
     assert rules.rules[3].counts["too_unsure"] > 0
+
+
+def test_a_speed_over_the_limit_by_less_than_its_margin_is_not_acted_on() -> None:
+    """Limit 50 + 5 tolerance. 58 +- 2.5 km/h: less 1.64 sigma is 53.9, not surely over.
+    62 +- 2.5: 57.9, surely over. With no margin both are."""
+    from node.rules.motionrules import SpeedingRule, SpeedReading
+
+    v = Vehicle(1, ("left", "right"))
+    v.samples = place(Zones.from_config(ZONES), [Observation(0, 0, UTC0, _box(400.0, 900.0), 0.9)])
+    zones = Zones.from_config(ZONES)
+
+    def fires(kmh: float, margin: float | None = None) -> bool:
+        cfg = SpeedingConfig() if margin is None else SpeedingConfig(sigma_margin=margin)
+        reading = SpeedReading(0, 0, UTC0, kmh / 3.6, 2.5 / 3.6, 10, "homography")
+        return SpeedingRule(cfg, zones)._judge(v, reading) is not None
+
+    assert not fires(58.0)
+    assert fires(62.0)
+    assert fires(58.0, margin=0.0)
+    assert not fires(54.0, margin=0.0)
 
 
 def test_speeding_from_the_trap() -> None:

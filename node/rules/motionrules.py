@@ -136,7 +136,8 @@ class SpeedReading(NamedTuple):
 
 
 class SpeedingRule:
-    """Faster than the lane's limit plus `tolerance_kmh`, measured sure enough."""
+    """Faster than the lane's limit plus `tolerance_kmh`, measured sure enough: the speed
+    less `sigma_margin` sigmas is over it, and sigma is at most `max_sigma_kmh`."""
 
     name = "speeding"
 
@@ -173,7 +174,7 @@ class SpeedingRule:
         kmh, sigma = r.speed * KMH, r.sigma * KMH
         lane = int(a.lanes[r.at])
         limit = self.limit(lane)
-        if kmh <= limit + self.cfg.tolerance_kmh:
+        if kmh - self.cfg.sigma_margin * sigma <= limit + self.cfg.tolerance_kmh:
             return None
         if sigma > self.cfg.max_sigma_kmh:
             self.counts["too_unsure"] += 1
