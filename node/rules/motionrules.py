@@ -20,6 +20,7 @@ from node.rules.zones import Floats, Zones, crossing_fraction, side_of
 
 KMH = 3.6
 MAX_STEP_SHARE = 0.5  # wrong way: no one step may make more than this share of the way
+MAX_FORWARD_SHARE = 0.4  # wrong way: a track that first went this share of it the right way
 
 
 def lane_road_directions(zones: Zones) -> list[Floats]:
@@ -39,8 +40,9 @@ def lane_road_directions(zones: Zones) -> list[Floats]:
 
 class WrongWayRule:
     """The plate moves against its lane's direction for `min_distance_m` (on the road), step
-    by step: a way made mostly in one step (`MAX_STEP_SHARE`) is a track that swapped to
-    another vehicle, not a wrong-way driver."""
+    by step: a way made mostly in one step (`MAX_STEP_SHARE`), or after first going the right
+    way (`MAX_FORWARD_SHARE`), is a track that swapped to another vehicle, not a wrong-way
+    driver."""
 
     name = "wrong_way"
 
@@ -77,6 +79,12 @@ class WrongWayRule:
             # most of the way in one step: a track that jumped to a nearer vehicle behind,
             # not a vehicle driving the wrong way (it backs a little every frame)
             self.counts["jump"] = self.counts.get("jump", 0) + 1
+            return None
+        if float(progress.max()) - median3(progress[:3]) > MAX_FORWARD_SHARE * wanted:
+            # it went the right way first: a plate that stopped and was covered, whose track
+            # went on with the plate of a wrong-way vehicle passing over it (that vehicle is
+            # judged on its own track), or a driver who turned: not this rule's evidence
+            self.counts["reversal"] = self.counts.get("reversal", 0) + 1
             return None
         m = Measured(lane=v.lane_name(lane), frames=len(idx))
         if self.metres:
