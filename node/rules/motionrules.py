@@ -80,7 +80,8 @@ class WrongWayRule:
             # not a vehicle driving the wrong way (it backs a little every frame)
             self.counts["jump"] = self.counts.get("jump", 0) + 1
             return None
-        if float(progress.max()) - median3(progress[:3]) > MAX_FORWARD_SHARE * wanted:
+        whole = (a.road if self.metres else a.points) @ self.directions[lane]  # every lane
+        if float(whole.max()) - median3(whole[:3]) > MAX_FORWARD_SHARE * wanted:
             # it went the right way first: a plate that stopped and was covered, whose track
             # went on with the plate of a wrong-way vehicle passing over it (that vehicle is
             # judged on its own track), or a driver who turned: not this rule's evidence
