@@ -318,6 +318,25 @@ def test_reidentified_track_is_not_counted_twice() -> None:
     assert [v.track_id for v in play({1: first, 2: elsewhere})[0]] == [1, 2]
 
 
+def test_a_repeat_offence_where_the_lost_vehicle_would_be_is_dropped() -> None:
+    """A speeder's track is lost; the new one starts 1.5 m to the side of where it should
+    be (3.75 plate widths: outside the re-identification gate of 3, so a new vehicle), and is
+    fast too. Within twice the gate, the second speeding is the first one again; 5 m to the
+    side it is another speeder."""
+    fast = straight(400.0, 1000.0, 0.0, -40.0, range(22))
+    first = {s: p for s, p in fast.items() if s <= 9}
+    beside = {s: (p[0] + 150.0, p[1]) for s, p in fast.items() if s >= 15}
+    found, rules = play({1: first, 2: beside})
+    assert [(v.rule, v.track_id) for v in found] == [("speeding", 1)]
+    status = rules.status()
+    assert status["merged_tracks"] == 0
+    assert status["duplicates_dropped"] == 1
+    far = {s: (p[0] + 500.0, p[1]) for s, p in fast.items() if s >= 15}
+    found, rules = play({1: first, 2: far})
+    assert [v.track_id for v in found] == [1, 2]
+    assert rules.status()["duplicates_dropped"] == 0
+
+
 def test_each_rule_fires_at_most_once_per_vehicle_and_ids_are_stable() -> None:
     loop = {
         **straight(600.0, 705.0, 0.0, -20.0, range(15)),

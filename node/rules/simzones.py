@@ -44,7 +44,7 @@ def sim_zones(capture: CaptureConfig | None = None, speed_trap: bool = False) ->
         (_point(_px(cam, x, max(near, SOLID_Z[0]))), _point(_px(cam, x, SOLID_Z[1])))
         for x in LANE_DIVIDERS
     )
-    (z0, z1), hx = HOMOGRAPHY_Z, LANE_W
+    (z0, z1), hx = HOMOGRAPHY_Z, edge  # the calibrated area covers every lane
     world = ((-hx, z0), (hx, z0), (hx, z1), (-hx, z1))
     trap = SpeedTrapConfig()
     if speed_trap:

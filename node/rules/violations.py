@@ -27,6 +27,7 @@ from node.rules.vehicle import Finding, Measured, Samples, Vehicle, place
 from node.rules.zones import Box, Floats, Zones, plate_points
 
 REID_SPEED_SAMPLES = 5  # a vanished vehicle's road speed: over its last samples
+DUPLICATE_GATE = 2.0  # a repeat offence this near (x reid_gate) is the same vehicle again
 NAMESPACE = uuid.UUID("5b0d7d64-3f0e-4a53-9a4c-2f7f1d1c9e10")
 
 
@@ -73,6 +74,7 @@ class ViolationRules:
         self.vehicles: dict[int, Vehicle] = {}  # by track id (several ids may share one)
         self.counts = {r.name: 0 for r in self.rules}
         self.merged = 0
+        self.duplicates = 0  # violations dropped as the same offence again
         self._signal: SignalState | None = None
 
     def update(self, tracks: list[Track], frame: Frame, signal: SignalState) -> list[Violation]:
@@ -113,6 +115,7 @@ class ViolationRules:
         out["violations"] = dict(self.counts)
         out["vehicles"] = len(set(self.vehicles.values()))
         out["merged_tracks"] = self.merged
+        out["duplicates_dropped"] = self.duplicates
         out["rule_counts"] = {r.name: dict(r.counts) for r in self.rules}
         return out
 
@@ -137,35 +140,60 @@ class ViolationRules:
 
     def _reidentify(self, t: Track, matched: set[int]) -> Vehicle | None:
         """A vehicle that was not seen this frame (its tracks ended or lost), last seen before
-        `t` began and within the window, whose predicted position is nearest `t`'s start.
+        `t` began and within the window, whose predicted position is nearest `t`'s start
+        (`_miss`), within `reid_gate`."""
+        first = t.history[0]
+        best, best_d = None, np.inf
+        for v in set(self.vehicles.values()):
+            if v.ids & matched or not len(v.samples):
+                continue
+            d = self._miss(v, first.mono_ns, first.box)
+            if d is not None and d <= self.cfg.reid_gate and d < best_d:
+                best, best_d = v, d
+        return best
+
+    def _miss(self, v: Vehicle, mono_ns: int, box: Box) -> float | None:
+        """How far a plate seen at `mono_ns` in `box` is from where vehicle `v` would be by
+        then; None when that is not after `v` was last seen or more than `reid_window_s` later.
 
         With a homography the prediction runs on the road (a vehicle keeps its speed in
         metres, while its plate speeds up on the picture as it comes nearer) and the miss is
         measured in plate widths on the road (`_road_miss`); else on the picture, in plate
         sizes (the square root of the box's area)."""
-        first = t.history[0]
-        start = plate_points([first.box])
+        s = v.samples
+        gap = (mono_ns - int(s.mono_ns[-1])) / 1e9
+        if not 0 < gap <= self.cfg.reid_window_s:
+            return None
+        start = plate_points([box])
+        x0, y0, x1, y1 = s.boxes[-1]
         h = self.zones.homography
-        start_road = h.to_world(start)[0] if h is not None else None
-        x, y = start[0]
-        best, best_d = None, np.inf
-        for v in set(self.vehicles.values()):
-            if v.ids & matched or not len(v.samples):
+        if h is not None and np.isfinite(s.road[-1]).all():
+            edge = h.to_world([[x0, y1], [x1, y1]])
+            return self._road_miss(s, edge, h.to_world(start)[0], gap)
+        size = float(np.sqrt(max(1.0, (x1 - x0) * (y1 - y0))))
+        px, py = s.points[-1] + np.multiply(v.velocity, gap)
+        return float(np.hypot(start[0, 0] - px, start[0, 1] - py)) / size
+
+    def _duplicate(self, rule: str, v: Vehicle) -> bool:
+        """Whether another vehicle that already broke `rule`, and vanished before `v` was
+        first seen, would be where `v` was first seen: the same vehicle whose track was lost
+        and not re-identified (within `DUPLICATE_GATE` x `reid_gate`: two vehicles committing
+        the same offence in the same place within `reid_window_s` of each other is rarer
+        than a missed re-identification)."""
+        s = v.samples
+        first_box = (
+            float(s.boxes[0, 0]),
+            float(s.boxes[0, 1]),
+            float(s.boxes[0, 2]),
+            float(s.boxes[0, 3]),
+        )
+        for w in set(self.vehicles.values()):
+            if w is v or rule not in w.fired or not len(w.samples):
                 continue
-            s = v.samples
-            gap = (first.mono_ns - int(s.mono_ns[-1])) / 1e9
-            if not 0 < gap <= self.cfg.reid_window_s:
-                continue
-            x0, y0, x1, y1 = s.boxes[-1]
-            if h is not None and start_road is not None and np.isfinite(s.road[-1]).all():
-                d = self._road_miss(s, h.to_world([[x0, y1], [x1, y1]]), start_road, gap)
-            else:
-                size = float(np.sqrt(max(1.0, (x1 - x0) * (y1 - y0))))
-                px, py = s.points[-1] + np.multiply(v.velocity, gap)
-                d = float(np.hypot(x - px, y - py)) / size
-            if d <= self.cfg.reid_gate and d < best_d:
-                best, best_d = v, d
-        return best
+            d = self._miss(w, int(s.mono_ns[0]), first_box)
+            if d is not None and d <= DUPLICATE_GATE * self.cfg.reid_gate:
+                return True
+        return False
 
     @staticmethod
     def _road_miss(s: Samples, plate_edge: Floats, start: Floats, gap: float) -> float:
@@ -202,6 +230,9 @@ class ViolationRules:
             finding = rule.check(v)
             if finding is not None:
                 v.fired.add(rule.name)
+                if self._duplicate(rule.name, v):
+                    self.duplicates += 1
+                    continue
                 self.counts[rule.name] += 1
                 out.append(self._violation(rule.name, v, finding))
         return out
