@@ -10,6 +10,7 @@ results) and never invents data: a subsystem that is absent is said to be absent
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import os
 import time
@@ -220,6 +221,44 @@ def violations(service: Service, request: Reply) -> Reply:
     }
 
 
+def _iso_utc(utc_ns: int) -> str:
+    """ISO 8601 UTC with milliseconds, as in the packets: 2026-03-01T07:15:02.125Z."""
+    t = dt.datetime.fromtimestamp(utc_ns // 1_000_000_000, dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{utc_ns % 1_000_000_000 // 1_000_000:03d}Z"
+
+
+def alerts(service: Service, request: Reply) -> Reply:
+    """The last `n` hotlist hits, newest first: age, UTC time, track, the entry's reason code,
+    exact or fuzzy match, the read's confidence. No plate text, no images: like `violations`,
+    the console is a technician's tool; the central gets the plate in the alert packet."""
+    n = request.get("n", 10)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_DETECTIONS:
+        return {"ok": False, "error": f"n: must be a whole number 1..{MAX_DETECTIONS}, got {n!r}"}
+    rules, absent = _rules(service)
+    if absent is not None:
+        return absent
+    now = time.monotonic_ns()
+    reader = getattr(rules, "reader", None)
+    return {
+        "ok": True,
+        "available": True,
+        "total": rules.alerts_found,
+        "reading": reader is not None,
+        "hotlist": getattr(reader, "hotlist", None) is not None,
+        "alerts": [
+            {
+                "age_s": round((now - a.mono_ns) / 1e9, 1),
+                "utc": _iso_utc(a.utc_ns),
+                "track": a.track_id,
+                "reason": a.reason,
+                "match": a.match,
+                "confidence": round(a.confidence, 2),
+            }
+            for a in rules.alerts(n)
+        ],
+    }
+
+
 def signal(service: Service, _request: Reply) -> Reply:
     """The signal phase now, how long it has been on, and how old the information is."""
     rules, absent = _rules(service)
@@ -265,6 +304,7 @@ HANDLERS: dict[str, Callable[[Service, Reply], Reply]] = {
     "uplink": uplink,
     "upload_now": upload_now,
     "violations": violations,
+    "alerts": alerts,
     "signal": signal,
     "camera": camera,
     "snapshot": snapshot,

@@ -2,8 +2,9 @@
 
 Each command is `run(session, args) -> lines`. Figures come from the running service (through
 its control socket) or from the machine; a subsystem that is not in this build, or a service
-that is down, is said to be so. Nothing here prints plate text: the detector finds plates, it
-does not read them, and violations are shown by rule, time and measured figures only.
+that is down, is said to be so. Nothing here prints plate text: violations are shown by rule,
+time and measured figures only, hotlist alerts by time, track, reason code and match kind
+(the plate goes to the central in the alert packet, not to the console).
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def cmd_status(s: Session, _args: list[str]) -> Lines:
             state = rules.get("state", "?")
             count = rules.get("violations", "")
             lines.append(f"rules    {state}" + (f", {count} violations" if count != "" else ""))
+            alerts = rules.get("hotlist_alerts")
+            if isinstance(alerts, int) and not isinstance(alerts, bool) and alerts > 0:
+                hits = "hit" if alerts == 1 else "hits"
+                lines.append(f"alerts   {alerts} hotlist {hits} (`alerts` lists them)")
     unit = ctx.cfg.console.service_unit
     result = ctx.runner(["systemctl", "is-active", unit], 5.0)
     if result.code != 127:
@@ -272,6 +277,35 @@ def cmd_violations(s: Session, args: list[str]) -> Lines:
         )
     if not reply["last"]:
         lines.append("no violations since the service started")
+    return lines
+
+
+def cmd_alerts(s: Session, args: list[str]) -> Lines:
+    n = _count(args, 10, 100)
+    try:
+        reply = s.ctx.ask("alerts", n=n)
+    except ServiceDownError as e:
+        return _not_running(e)
+    if not reply.get("available"):
+        r = reply.get("rules", {})
+        return wrap(f"alerts: rules {r.get('state', 'absent')}: {r.get('error', '')}", 9)
+    found = reply["alerts"]
+    if not found:
+        why = ""
+        if not reply.get("reading", True):
+            why = "; plate reading is off"
+        elif not reply.get("hotlist", True):
+            why = "; no hotlist is loaded"
+        return [f"no hotlist alerts since the service started{why}"]
+    total = reply["total"]
+    lines = [f"total    {total} hotlist alert{'' if total == 1 else 's'}; newest first, times UTC"]
+    for a in found:
+        utc = str(a["utc"])[:19].replace("T", " ")
+        lines += wrap(
+            f"{a['age_s']:7.1f} s ago  {utc}  track {a['track']:<5} {a['reason']:<10} "
+            f"{a['match']:<5} conf {a['confidence']:.2f}",
+            15,
+        )
     return lines
 
 
@@ -632,6 +666,15 @@ _COMMANDS = [
         "counts per rule and the last N",
         "",
         cmd_violations,
+    ),
+    Command(
+        "alerts",
+        "alerts [N]",
+        "the last N hotlist hits (10), newest first",
+        "Each hit: its age and UTC time, the track, the hotlist's reason code, and whether\n"
+        "the read matched exactly or one character off (fuzzy: a person must look).\n"
+        "No plate text: the central gets the plate in the alert packet.",
+        cmd_alerts,
     ),
     Command("queue", "queue", "evidence packets waiting to be uploaded", "", cmd_queue),
     Command(

@@ -5,6 +5,11 @@ the frame (`detections(seq)`), so no frame's plates can reach the tracker out of
 signal input is asked for its state at the frame's time; a stale or missing signal only
 disables the red-light rule (the rules say so in status). Each violation found is handed to
 `sink(violation, frame)`, which must not drop it (the evidence path blocks rather than loses).
+
+With a plate reader, each track whose fused read is on the hotlist is a hotlist hit, once per
+track: it is kept (the last `ALERTS_KEPT`, as `HotlistAlert`: time, track, reason code, exact or
+fuzzy, confidence; never the plate text) for the console, and handed to `on_hotlist`, which
+makes the alert packet.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from node.capture.frame import Frame
@@ -26,6 +32,39 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Violation, Frame], None]
 # (hit, fused read, track id, frame, plate crop RGB): a wanted plate was read
 HotlistSink = Callable[[Any, Any, int, Frame, Any], None]
+ALERTS_KEPT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class HotlistAlert:
+    """A hotlist hit as the node keeps it for the console: when, which track, the entry's
+    reason code, whether the read matched exactly or one character off (`fuzzy`), and the
+    fused read's confidence. Deliberately no plate text and no image (those go to the central
+    in the alert packet only)."""
+
+    mono_ns: int  # the frame's monotonic time (for ages)
+    utc_ns: int  # the frame's UTC time
+    track_id: int
+    reason: str
+    fuzzy: bool
+    confidence: float
+
+    @property
+    def match(self) -> str:
+        return "fuzzy" if self.fuzzy else "exact"
+
+    @classmethod
+    def of(cls, hit: Any, fused: Any, track_id: int, frame: Frame) -> HotlistAlert:
+        """From a `node.plates.hotlist.HotlistHit` and the track's `FusedRead`."""
+        confidence = getattr(fused, "confidence", getattr(hit, "confidence", 0.0))
+        return cls(
+            frame.mono_ns,
+            frame.utc_ns,
+            track_id,
+            str(getattr(hit, "reason", "?")),
+            bool(getattr(hit, "fuzzy", False)),
+            float(confidence),
+        )
 
 
 class ViolationStage:
@@ -46,7 +85,8 @@ class ViolationStage:
         main_image: Callable[[Frame], Any] | None = None,
     ) -> None:
         """`reader`: a `node.plates.track.TrackReader` (plates read on confirmed tracks);
-        `on_hotlist` is told once per track when its fused read is on the hotlist;
+        `on_hotlist` is told once per track when its fused read is on the hotlist (the hit is
+        kept for `alerts` with or without it);
         `main_image(frame)` gives the frame's main image (default `frame.main.array()`)."""
         self.reader, self.on_hotlist = reader, on_hotlist
         self._main_image = main_image or (lambda f: f.main.array())
@@ -57,6 +97,8 @@ class ViolationStage:
         self._sink = sink
         self.recent: deque[Violation] = deque(maxlen=keep)
         self.found = 0
+        self.recent_alerts: deque[HotlistAlert] = deque(maxlen=ALERTS_KEPT)
+        self.alerts_found = 0
         self.missing_detections = 0
         self._lock = threading.Lock()
 
@@ -105,13 +147,17 @@ class ViolationStage:
                 log.debug("plate read of track %d failed: %s", t.id, e)
                 continue
             fused = self.reader.best(t.id)
-            if fused is None or self.on_hotlist is None or t.id in self._alerted:
+            if fused is None or t.id in self._alerted:
                 continue
             hit = self.reader.check_hotlist(fused)
             if hit is not None:
                 self._alerted.add(t.id)
                 log.warning("hotlist hit on track %d", t.id)  # no plate text in the log
-                self.on_hotlist(hit, fused, t.id, frame, crop)
+                with self._lock:
+                    self.recent_alerts.append(HotlistAlert.of(hit, fused, t.id, frame))
+                    self.alerts_found += 1
+                if self.on_hotlist is not None:
+                    self.on_hotlist(hit, fused, t.id, frame, crop)
 
     def plate_read(self, track_id: int) -> dict[str, Any] | None:
         """The fused read of a track, for its evidence packet (None: not read)."""
@@ -124,12 +170,18 @@ class ViolationStage:
         with self._lock:
             return list(self.recent)[-n:]
 
+    def alerts(self, n: int) -> list[HotlistAlert]:
+        """The last `n` hotlist hits kept (at most `ALERTS_KEPT`), newest first."""
+        with self._lock:
+            return list(self.recent_alerts)[::-1][:n] if n > 0 else []
+
     def stats(self) -> dict[str, Any]:
         return {
             "tracker": self.tracker.stats(),
             "signal": self.signal.stats(),
             "rules": self.rules.status(),
             "violations": self.found,
+            "hotlist_alerts": self.alerts_found,
             "frames_without_detections": self.missing_detections,
             "reader": (
                 {"state": "running", **self.reader.stats(), "errors": self.read_errors}
