@@ -139,7 +139,9 @@ def test_no_hotlist_no_alerts_and_the_keep_is_bounded() -> None:
     image = np.zeros((4, 4, 3), np.uint8)
     frame = Frame(0, 0, UTC0, image, ArrayRef(image), {})
     for track in range(60):  # more than are kept
-        stage.recent_alerts.append(HotlistAlert.of(None, None, track, frame))
+        stage.recent_alerts.append(
+            HotlistAlert(frame.mono_ns, frame.utc_ns, track, "X", False, 0.9)
+        )
     assert len(stage.alerts(100)) == 50
     assert stage.alerts(1)[0].track_id == 59
     assert stage.alerts(0) == []

@@ -9,6 +9,7 @@ import numpy as np
 from node.capture.frame import ArrayRef, Frame
 from node.config import RulesConfig, TrackerConfig
 from node.infer.detector import Detection, FrameDetections
+from node.plates.hotlist import HotlistHit
 from node.rules.signal import FrameSignal
 from node.rules.stage import ViolationStage
 from node.rules.tracker import Tracker
@@ -119,8 +120,10 @@ class ReaderDouble:
 
         return Fused()
 
-    def check_hotlist(self, fused: object) -> object:
-        return "hit" if self.hot_track is not None else None
+    def check_hotlist(self, fused: object) -> HotlistHit | None:
+        if self.hot_track is None:
+            return None
+        return HotlistHit("STOLEN", None, "98A12345", "", "98A12345", "98A12345", 0.9, False, False)
 
     def stats(self) -> dict[str, int]:
         return {"reads": len(self.seen)}

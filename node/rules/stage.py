@@ -23,6 +23,7 @@ from typing import Any
 
 from node.capture.frame import Frame
 from node.infer.detector import FrameDetections
+from node.plates.hotlist import HotlistHit
 from node.rules.signal import SignalInput
 from node.rules.tracker import CONFIRMED, Track, Tracker
 from node.rules.violations import Violation, ViolationRules
@@ -54,17 +55,9 @@ class HotlistAlert:
         return "fuzzy" if self.fuzzy else "exact"
 
     @classmethod
-    def of(cls, hit: Any, fused: Any, track_id: int, frame: Frame) -> HotlistAlert:
-        """From a `node.plates.hotlist.HotlistHit` and the track's `FusedRead`."""
-        confidence = getattr(fused, "confidence", getattr(hit, "confidence", 0.0))
-        return cls(
-            frame.mono_ns,
-            frame.utc_ns,
-            track_id,
-            str(getattr(hit, "reason", "?")),
-            bool(getattr(hit, "fuzzy", False)),
-            float(confidence),
-        )
+    def of(cls, hit: HotlistHit, track_id: int, frame: Frame) -> HotlistAlert:
+        """From a hotlist hit (it carries the fused read's confidence)."""
+        return cls(frame.mono_ns, frame.utc_ns, track_id, hit.reason, hit.fuzzy, hit.confidence)
 
 
 class ViolationStage:
@@ -154,7 +147,7 @@ class ViolationStage:
                 self._alerted.add(t.id)
                 log.warning("hotlist hit on track %d", t.id)  # no plate text in the log
                 with self._lock:
-                    self.recent_alerts.append(HotlistAlert.of(hit, fused, t.id, frame))
+                    self.recent_alerts.append(HotlistAlert.of(hit, t.id, frame))
                     self.alerts_found += 1
                 if self.on_hotlist is not None:
                     self.on_hotlist(hit, fused, t.id, frame, crop)
