@@ -209,7 +209,11 @@ def score_sim(
     for rule in RULES:
         t_rule = [t for t in true if t.rule == rule and t.seq <= cut]
         visible = {i for i, t in enumerate(t_rule) if truths.resolvable(t, window)}
-        r_rule = [(v, vid) for v, vid in reported if v.rule == rule and v.seq_at <= cut]
+        # a report just after the cut may be of a true violation just before it: kept when it
+        # matches one, else left out like the true violations after the cut
+        near = [(v, vid) for v, vid in reported if v.rule == rule and v.seq_at <= cut + window]
+        got, _ = match_rule(rule, [(v.seq_at, vid) for v, vid in near], t_rule, window)
+        r_rule = [(v, vid) for k, (v, vid) in enumerate(near) if v.seq_at <= cut or k in got]
         matched, duplicates = match_rule(
             rule, [(v.seq_at, vid) for v, vid in r_rule], t_rule, window
         )
