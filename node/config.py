@@ -423,6 +423,23 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """Alarm thresholds of the board's health (raise at one value, clear past the other)."""
+
+    temp_raise_c: float = bounded(80.0, 40.0, 110.0, "SoC temperature alarm raised at")
+    temp_clear_c: float = bounded(75.0, 30.0, 105.0, "and cleared below")
+    throttle_hold_s: float = bounded(300.0, 0.0, 86_400.0, "throttling alarms held this long")
+    disk_free_raise_mb: float = bounded(512.0, 16.0, 1e6, "disk alarm below this much free")
+    disk_free_clear_mb: float = bounded(1024.0, 32.0, 1e6, "and cleared above")
+    mem_available_raise_mb: float = bounded(64.0, 8.0, 1e5, "memory alarm below this available")
+    mem_available_clear_mb: float = bounded(128.0, 16.0, 1e5, "and cleared above")
+    rss_raise_mb: float = bounded(250.0, 50.0, 1e5, "the node's own RSS alarm raised at")
+    rss_clear_mb: float = bounded(200.0, 25.0, 1e5, "and cleared below")
+    clock_error_raise_s: float = bounded(1.0, 0.01, 3600.0, "clock alarm at this error bound")
+    clock_error_clear_s: float = bounded(0.5, 0.005, 3600.0, "and cleared at or below")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The running service."""
 
@@ -457,3 +474,4 @@ class Config:
     fleet: FleetConfig = field(default_factory=FleetConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)

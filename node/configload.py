@@ -230,6 +230,27 @@ def _cross_checks(cfg: Config) -> Iterable[tuple[set[str], str]]:
             f"got {cfg.tracker.low_score:g}",
         )
     yield from zone_problems(cfg)
+    yield from _health_checks(cfg)
+
+
+def _health_checks(cfg: Config) -> Iterable[tuple[set[str], str]]:
+    """Each alarm's raise threshold must be past its clear one (hysteresis)."""
+    h = cfg.health
+    pairs = [  # (name, raise, clear, alarm when above)
+        ("temp", h.temp_raise_c, h.temp_clear_c, "_c", True),
+        ("disk_free", h.disk_free_raise_mb, h.disk_free_clear_mb, "_mb", False),
+        ("mem_available", h.mem_available_raise_mb, h.mem_available_clear_mb, "_mb", False),
+        ("rss", h.rss_raise_mb, h.rss_clear_mb, "_mb", True),
+        ("clock_error", h.clock_error_raise_s, h.clock_error_clear_s, "_s", True),
+    ]
+    for name, raise_at, clear_at, unit, high in pairs:
+        if (raise_at <= clear_at) if high else (raise_at >= clear_at):
+            side = "above" if high else "below"
+            yield (
+                {f"health.{name}_raise{unit}", f"health.{name}_clear{unit}"},
+                f"health.{name}_raise{unit}: must be {side} health.{name}_clear{unit} "
+                f"({clear_at:g}), got {raise_at:g}",
+            )
 
 
 def _signal_checks(cfg: Config) -> Iterable[tuple[set[str], str]]:

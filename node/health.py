@@ -25,6 +25,7 @@ leaves its alarm as it was; `sample()` never raises for a missing or garbled sen
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import logging
 import math
@@ -37,6 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from node.config import HealthConfig
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +141,9 @@ class Alarm:
 
 
 @dataclass(frozen=True)
-class HealthThresholds:
-    """Alarm thresholds (raise, clear). Defaults are for a Raspberry Pi 4/5 with 1 GB or more.
+class HealthThresholds(HealthConfig):
+    """Alarm thresholds (raise, clear): `[health]` in the config (docs/configuration.md).
+    Defaults are for a Raspberry Pi 4/5 with 1 GB or more.
 
     - SoC temperature: the firmware soft-limits at 80 °C (Pi 4) / 85 °C (Pi 5) and throttles
       hard at 85 °C; raise at 80, clear at 75.
@@ -151,17 +155,9 @@ class HealthThresholds:
       synchronised with a bound of 0.5 s or less.
     """
 
-    temp_raise_c: float = 80.0
-    temp_clear_c: float = 75.0
-    throttle_hold_s: float = 300.0
-    disk_free_raise_mb: float = 512.0
-    disk_free_clear_mb: float = 1024.0
-    mem_available_raise_mb: float = 64.0
-    mem_available_clear_mb: float = 128.0
-    rss_raise_mb: float = 250.0
-    rss_clear_mb: float = 200.0
-    clock_error_raise_s: float = 1.0
-    clock_error_clear_s: float = 0.5
+    @classmethod
+    def from_config(cls, cfg: HealthConfig) -> HealthThresholds:
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
 
     def alarms(self) -> list[Alarm]:
         """Fresh alarms (all cleared) for these thresholds; raises ValueError on a bad pair."""

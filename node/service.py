@@ -30,7 +30,7 @@ from node.capture.frame import Frame, FrameSource
 from node.capture.framering import FrameRing
 from node.config import Config, Point
 from node.control import ControlServer
-from node.health import Health, trim_heap
+from node.health import Health, HealthThresholds, trim_heap
 from node.infer.detector import DetectorStage, build_stage
 from node.infer.manifest import DEFAULT_MANIFEST
 from node.infer.runtime import ModelError
@@ -105,7 +105,7 @@ class Service:
         self.exit_code = 0
         self.stop_hook: Callable[[], None] | None = None  # after evidence, before the uplink
         self.healer = Healer(cfg.service.heal_budget, cfg.service.heal_window_s)
-        self.health = Health(opts.state_dir)
+        self.health = Health(opts.state_dir, HealthThresholds.from_config(cfg.health))
 
     @property
     def _zoom(self) -> tuple[Point, ...]:

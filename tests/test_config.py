@@ -200,3 +200,14 @@ def test_run_refuses_invalid_config_naming_every_problem(tmp_path: Path) -> None
         "  capture.fps: must be between 1 and 60, got 0 (--set)",
         "  capture.source: must start with picam://, replay:// or sim://, got 'rtsp://cam' (--set)",
     ]
+
+
+def test_health_alarm_thresholds_need_hysteresis_the_right_way_round() -> None:
+    ok = validate({"health": {"rss_raise_mb": 300.0, "rss_clear_mb": 260.0}})
+    assert (ok.health.rss_raise_mb, ok.health.rss_clear_mb) == (300.0, 260.0)
+    with pytest.raises(ConfigError) as info:
+        validate({"health": {"rss_raise_mb": 150.0, "disk_free_raise_mb": 2048.0}})
+    assert info.value.problems == [
+        "health.disk_free_raise_mb: must be below health.disk_free_clear_mb (1024), got 2048",
+        "health.rss_raise_mb: must be above health.rss_clear_mb (200), got 150",
+    ]

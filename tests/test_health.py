@@ -391,3 +391,16 @@ def test_trim_heap_gives_freed_heap_pages_back() -> None:
     after = rss_mb()
     assert before - after > 40, f"RSS {before:.0f} -> {after:.0f} MB"
     assert len(pin) == 60_000
+
+
+def test_the_service_config_sets_the_alarm_thresholds(tmp_path: Path) -> None:
+    """`[health]` reaches the alarms: an RSS raised at 300 MB is not raised at 260 MB."""
+    from node.config import HealthConfig
+    from node.health import Health, HealthThresholds
+
+    t = HealthThresholds.from_config(HealthConfig(rss_raise_mb=300.0, rss_clear_mb=250.0))
+    assert (t.rss_raise_mb, t.rss_clear_mb, t.temp_raise_c) == (300.0, 250.0, 80.0)
+    alarms = {a.name: a for a in t.alarms()}
+    assert alarms["rss_high"].raise_at == 300.0 * 1024 * 1024
+    h = Health(tmp_path, t)
+    assert h.thresholds.rss_raise_mb == 300.0
