@@ -256,3 +256,13 @@ def test_unpaced_frames_carry_simulated_time_not_wall_clock() -> None:
     assert steps == {100_000_000}  # 1/fps of simulated time, however fast they were made
     assert {b.utc_ns - a.utc_ns for a, b in itertools.pairwise(fs)} == steps
     assert abs(fs[0].utc_ns - time.time_ns()) < 60 * 10**9  # anchored at now
+
+
+def test_the_sims_speeders_are_over_the_enforced_tolerance() -> None:
+    """The sim records speeding above the limit plus the rule's default tolerance, the
+    offence the node enforces (a rider slowed to 52 km/h in a 50 zone is not fined)."""
+    from node.capture.simtraffic import SPEED_LIMIT, SPEEDING_OVER
+    from node.config import SpeedingConfig
+
+    want = SPEED_LIMIT * 3.6 + SpeedingConfig().tolerance_kmh
+    assert pytest.approx(want) == SPEEDING_OVER * 3.6

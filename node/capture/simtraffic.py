@@ -22,6 +22,9 @@ from node.capture.simscene import LANE_DIVIDERS, LANE_W, ROAD_HALF, SOLID_Z, STO
 
 RULES = ("red_light", "solid_line", "wrong_way", "speeding")
 SPEED_LIMIT = 50.0 / 3.6  # m/s
+# speeding is an offence above the limit plus the enforced tolerance (rules.speeding's default
+# 5 km/h): a rider slowed by traffic to 52 km/h is not a speeder anywhere that fines
+SPEEDING_OVER = SPEED_LIMIT + 5.0 / 3.6
 SPEED_CHECK_Z = 12.0  # speed is read when a vehicle's rear passes this distance
 SPAWN_Z = 3.0
 CHANGE_Z = (9.0, 12.0)  # where solid-line offenders start their lane change (rear z)
@@ -285,7 +288,7 @@ class Traffic:
             self._violation(v, "wrong_way", seq)
         if v.direction > 0 and old_z < SPEED_CHECK_Z <= v.z and not v.speed_read:
             v.speed_read = True
-            if v.speed > SPEED_LIMIT:
+            if v.speed > SPEEDING_OVER:
                 self._violation(v, "speeding", seq)
         # judged at the rear (where the plate is, all a camera behind the traffic can see): a
         # truck whose rear is still beside a solid line when it crosses it has crossed it
