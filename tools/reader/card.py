@@ -39,11 +39,13 @@ from tools.reader import data
 
 TRAIN_CMD = (
     "`nice -n 10 python -m tools.reader.train --out /root/roadnode-runs/reader --seed 1 "
-    "--bank 4000 --batch 48 --lr 3e-3 --steps 2200`, and again with `--steps 3600` (it resumes"
-    " at 2200: a warm restart of the cosine schedule)"
+    "--bank 4000 --batch 48 --lr 3e-3 --steps 2200`, again with `--steps 3600` and then with "
+    "`--steps 9000 --threads 2` (each resumes where the last stopped: a warm restart of the "
+    "cosine schedule)"
 )
 EXPORT_CMD = (
-    "python -m tools.reader.export --run /root/roadnode-runs/reader --out node/infer/models"
+    "python -m tools.reader.export --run /root/roadnode-runs/reader --out node/infer/models "
+    "--version 2026.11.2"
 )
 CARD_CMD = (
     "python -m tools.reader.card --manifest node/infer/models/reader.json "
