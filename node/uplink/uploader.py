@@ -387,10 +387,11 @@ class Uploader:
             self._state = "up"
             return self.cfg.idle_poll_s
         for i, claimed in enumerate(claims):
+            closed = False
             if self._stop.is_set():
                 delay = 0.0
             elif not self._window_allows(claimed):
-                self._state = "window"
+                closed = True
                 delay = min(60.0, self.windows.seconds_until_open(self._local_now()))
             else:
                 delay = self._send(claimed)
@@ -398,6 +399,8 @@ class Uploader:
                     continue
             for rest in claims[i:]:  # this one was not acked or quarantined, nor the rest
                 self._release(rest.id)
+            if closed:  # said once the packets are back in the queue, not before
+                self._state = "window"
             return delay
         return 0.0
 
