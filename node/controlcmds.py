@@ -113,11 +113,18 @@ def _detector_absent(service: Service) -> Reply | None:
     return None
 
 
+def _bad_count(n: object) -> Reply | None:
+    """The error answer for a request's `n` that is not a whole number 1..MAX_DETECTIONS."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_DETECTIONS:
+        return {"ok": False, "error": f"n: must be a whole number 1..{MAX_DETECTIONS}, got {n!r}"}
+    return None
+
+
 def detections(service: Service, request: Reply) -> Reply:
     """The last `n` frames that had plates: seq, age, boxes (main pixels), scores. No text."""
     n = request.get("n", 10)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_DETECTIONS:
-        return {"ok": False, "error": f"n: must be a whole number 1..{MAX_DETECTIONS}, got {n!r}"}
+    if (bad := _bad_count(n)) is not None:
+        return bad
     if (absent := _detector_absent(service)) is not None:
         return absent
     assert service.detector is not None
@@ -189,8 +196,8 @@ def violations(service: Service, request: Reply) -> Reply:
     """Counts per rule and the last `n` violations: rule, age, confidence, measured figures.
     No plate boxes, no images: the console needs no more personal data than that."""
     n = request.get("n", 10)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_DETECTIONS:
-        return {"ok": False, "error": f"n: must be a whole number 1..{MAX_DETECTIONS}, got {n!r}"}
+    if (bad := _bad_count(n)) is not None:
+        return bad
     rules, absent = _rules(service)
     if absent is not None:
         return absent
@@ -232,8 +239,8 @@ def alerts(service: Service, request: Reply) -> Reply:
     exact or fuzzy match, the read's confidence. No plate text, no images: like `violations`,
     the console is a technician's tool; the central gets the plate in the alert packet."""
     n = request.get("n", 10)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_DETECTIONS:
-        return {"ok": False, "error": f"n: must be a whole number 1..{MAX_DETECTIONS}, got {n!r}"}
+    if (bad := _bad_count(n)) is not None:
+        return bad
     rules, absent = _rules(service)
     if absent is not None:
         return absent
