@@ -107,12 +107,17 @@ def _pyramid(path: Path, raw: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in levels)
 
 
-def parse_manifest(raw: Any, path: Path) -> ModelManifest:
-    """Check a decoded manifest (from `path`) and build it; ModelError on the first problem."""
+Keys = dict[str, tuple[type, bool, Any, str]]  # key → (type, required, check or None, wants)
+
+
+def checked_keys(raw: Any, path: Path, keys: Keys) -> dict[str, Any]:
+    """The values of `keys` in a decoded manifest (from `path`), each of its type and passing
+    its check; ModelError naming the first key that does not (the detector's and the
+    reader's manifests share it)."""
     if not isinstance(raw, dict):
         raise ModelError(f"{path}: must be a JSON object, got {type(raw).__name__}")
     values: dict[str, Any] = {}
-    for key, (kind, required, check, wants) in _KEYS.items():
+    for key, (kind, required, check, wants) in keys.items():
         if key not in raw:
             if required:
                 raise ModelError(f"{path}: missing key '{key}'")
@@ -121,6 +126,12 @@ def parse_manifest(raw: Any, path: Path) -> ModelManifest:
         if check is not None and not check(value):
             raise ModelError(f"{path}: '{key}' must be {wants}, got {value!r}")
         values[key] = value
+    return values
+
+
+def parse_manifest(raw: Any, path: Path) -> ModelManifest:
+    """Check a decoded manifest (from `path`) and build it; ModelError on the first problem."""
+    values = checked_keys(raw, path, _KEYS)
     if values["format"] != FORMAT:
         raise ModelError(
             f"{path}: unsupported format {values['format']!r} (this node reads {FORMAT})"

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from node.infer.manifest import read_json, read_model_bytes
+from node.infer.manifest import checked_keys, read_json, read_model_bytes
 from node.infer.runtime import Backend, Interpreter, ModelError, TensorSpec, default_backend
 from node.plates.grammar import ALPHABET, PlateNumber, parse_rows
 
@@ -352,24 +352,7 @@ _READER_KEYS: dict[str, tuple[type, bool, Any, str]] = {
 
 def parse_reader_manifest(raw: Any, path: Path) -> ReaderManifest:
     """Check a decoded reader manifest (from `path`); ModelError on the first problem."""
-    if not isinstance(raw, dict):
-        raise ModelError(f"{path}: must be a JSON object, got {type(raw).__name__}")
-    names = {str: "a string", int: "a whole number", float: "a number"}
-    values: dict[str, Any] = {}
-    for key, (kind, required, check, wants) in _READER_KEYS.items():
-        if key not in raw:
-            if required:
-                raise ModelError(f"{path}: missing key '{key}'")
-            continue
-        value = raw[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ModelError(f"{path}: '{key}' must be {names[kind]}, got {value!r}")
-        if not check(value):
-            raise ModelError(f"{path}: '{key}' must be {wants}, got {value!r}")
-        values[key] = value
-    return ReaderManifest(**values, path=path)
+    return ReaderManifest(**checked_keys(raw, path, _READER_KEYS), path=path)
 
 
 def read_reader_manifest(path: Path) -> ReaderManifest:
