@@ -109,28 +109,41 @@ def convert(model: Any, a: argparse.Namespace) -> bytes:
     return int8_tflite(model, lambda: representative(a))
 
 
-def write(blob: bytes, a: argparse.Namespace) -> Path:
-    a.out.mkdir(parents=True, exist_ok=True)
-    model_file = a.out / f"{a.name}.tflite"
+def write_model(out: Path, name: str, version: str, fmt: str, blob: bytes, **fields: Any) -> Path:
+    """`<name>.tflite` and its manifest `<name>.json` (name, version, format, file, sha256, then
+    `fields`) in `out`; the manifest's path. The detector's and the reader's export share it."""
+    out.mkdir(parents=True, exist_ok=True)
+    model_file = out / f"{name}.tflite"
     model_file.write_bytes(blob)
     manifest = {
-        "name": a.name,
-        "version": a.version,
-        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "format": fmt,
         "file": model_file.name,
         "sha256": hashlib.sha256(blob).hexdigest(),
-        "input_width": a.width,
-        "input_height": a.height,
-        "stride": STRIDE,
-        "score_threshold": a.threshold,
-        "nms_iou": 0.5,
-        "max_detections": 100,
-        "input_range": "0-1",
-        "pyramid": a.pyramid,
+        **fields,
     }
-    path: Path = a.out / f"{a.name}.json"
+    path = out / f"{name}.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def write(blob: bytes, a: argparse.Namespace) -> Path:
+    return write_model(
+        a.out,
+        a.name,
+        a.version,
+        FORMAT,
+        blob,
+        input_width=a.width,
+        input_height=a.height,
+        stride=STRIDE,
+        score_threshold=a.threshold,
+        nms_iou=0.5,
+        max_detections=100,
+        input_range="0-1",
+        pyramid=a.pyramid,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

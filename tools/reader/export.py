@@ -12,8 +12,6 @@ and `<name>.json` (the manifest the node loads: sha256, input size, alphabet, ro
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,26 +59,22 @@ def convert(model: Any, a: argparse.Namespace) -> bytes:
 
 
 def write(blob: bytes, a: argparse.Namespace) -> Path:
-    a.out.mkdir(parents=True, exist_ok=True)
-    model_file = a.out / f"{a.name}.tflite"
-    model_file.write_bytes(blob)
-    manifest = {
-        "name": a.name,
-        "version": a.version,
-        "format": READER_FORMAT,
-        "file": model_file.name,
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "input_width": data.INPUT_W,
-        "input_height": data.INPUT_H,
-        "alphabet": ALPHABET,
-        "blank_index": 0,
-        "two_row_below_aspect": data.TWO_ROW_BELOW_ASPECT,
-        "min_confidence": a.min_confidence,
-        "training": {"run": a.run.name, "seed": a.seed, "bank": a.bank},
-    }
-    path: Path = a.out / f"{a.name}.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return path
+    from tools.detector.export import write_model
+
+    return write_model(
+        a.out,
+        a.name,
+        a.version,
+        READER_FORMAT,
+        blob,
+        input_width=data.INPUT_W,
+        input_height=data.INPUT_H,
+        alphabet=ALPHABET,
+        blank_index=0,
+        two_row_below_aspect=data.TWO_ROW_BELOW_ASPECT,
+        min_confidence=a.min_confidence,
+        training={"run": a.run.name, "seed": a.seed, "bank": a.bank},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
