@@ -257,10 +257,15 @@ class Zones:
         pts = as_points(points)
         if not self.segments:
             return np.zeros((len(pts), 0))
-        ab = np.asarray(list(self.segments), dtype=np.float64)  # (S, 2, 2)
-        pa, d = ab[:, 0], ab[:, 1] - ab[:, 0]
-        rel = pts[:, None, :] - pa[None]
-        return np.asarray(_cross(d[None], rel) / np.hypot(d[:, 0], d[:, 1]))
+        pa, d, length = self._segment_arrays
+        return np.asarray(_cross(d[None], pts[:, None, :] - pa[None]) / length)
+
+    @cached_property
+    def _segment_arrays(self) -> tuple[Floats, Floats, Floats]:
+        """`segments` as arrays, made once: start points, directions, lengths."""
+        ab = np.asarray(list(self.segments), dtype=np.float64).reshape(-1, 2, 2)
+        d = ab[:, 1] - ab[:, 0]
+        return ab[:, 0], d, np.hypot(d[:, 0], d[:, 1])
 
     def in_area(self, points: object) -> Bools:
         """Whether each point is inside the homography's calibrated area (all, without one)."""
