@@ -68,6 +68,21 @@ def _not_running(e: ServiceDownError) -> Lines:
     return [*wrap(str(e), 9), "         `service start` starts it, `logs` shows why it stopped"]
 
 
+def _ask_recent(s: Session, cmd: str, args: list[str], part: str) -> dict[str, Any] | Lines:
+    """The service's answer to `cmd` for the last N (`args`, default 10, at most 100), or
+    the lines to print instead: the service is down, or its `part` (detector, rules) is not
+    running."""
+    n = _count(args, 10, 100)
+    try:
+        reply: dict[str, Any] = s.ctx.ask(cmd, n=n)
+    except ServiceDownError as e:
+        return _not_running(e)
+    if not reply.get("available"):
+        p = reply.get(part, {})
+        return wrap(f"{cmd}: {part} {p.get('state', 'absent')}: {p.get('error', '')}", 9)
+    return reply
+
+
 # --- status ----------------------------------------------------------------------------------
 
 
@@ -235,14 +250,9 @@ def cmd_aim(s: Session, args: list[str]) -> Lines:
 
 
 def cmd_detections(s: Session, args: list[str]) -> Lines:
-    n = _count(args, 10, 100)
-    try:
-        reply = s.ctx.ask("detections", n=n)
-    except ServiceDownError as e:
-        return _not_running(e)
-    if not reply.get("available"):
-        d = reply.get("detector", {})
-        return wrap(f"detections: detector {d.get('state', 'absent')}: {d.get('error', '')}", 9)
+    reply = _ask_recent(s, "detections", args, "detector")
+    if isinstance(reply, list):
+        return reply
     found = reply["detections"]
     if not found:
         return [f"no plates in the last {reply['frames_kept']} frames"]
@@ -257,14 +267,9 @@ def cmd_detections(s: Session, args: list[str]) -> Lines:
 
 
 def cmd_violations(s: Session, args: list[str]) -> Lines:
-    n = _count(args, 10, 100)
-    try:
-        reply = s.ctx.ask("violations", n=n)
-    except ServiceDownError as e:
-        return _not_running(e)
-    if not reply.get("available"):
-        r = reply.get("rules", {})
-        return wrap(f"violations: rules {r.get('state', 'absent')}: {r.get('error', '')}", 9)
+    reply = _ask_recent(s, "violations", args, "rules")
+    if isinstance(reply, list):
+        return reply
     per_rule = ", ".join(f"{k} {v}" for k, v in reply["per_rule"].items()) or "none"
     lines = [f"total    {reply['total']} ({per_rule})"]
     for rule, state in reply["rules"].items():
@@ -281,14 +286,9 @@ def cmd_violations(s: Session, args: list[str]) -> Lines:
 
 
 def cmd_alerts(s: Session, args: list[str]) -> Lines:
-    n = _count(args, 10, 100)
-    try:
-        reply = s.ctx.ask("alerts", n=n)
-    except ServiceDownError as e:
-        return _not_running(e)
-    if not reply.get("available"):
-        r = reply.get("rules", {})
-        return wrap(f"alerts: rules {r.get('state', 'absent')}: {r.get('error', '')}", 9)
+    reply = _ask_recent(s, "alerts", args, "rules")
+    if isinstance(reply, list):
+        return reply
     found = reply["alerts"]
     if not found:
         why = ""
