@@ -200,7 +200,8 @@ def _inverse(m: F64) -> F64:
     return np.array(adj, dtype=np.float64)
 
 
-def _rotation(yaw: float, pitch: float, roll: float) -> F64:
+def rotation(yaw: float, pitch: float, roll: float) -> F64:
+    """The camera rotation for yaw, then pitch, then roll (radians); the reader data uses it."""
     cy, sy, cp, sp, cr, sr = (f(a) for a in (yaw, pitch, roll) for f in (math.cos, math.sin))
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
@@ -217,7 +218,7 @@ def _homography(
     x0, y0, pw, ph = carrier.rect
     k = tw / pw
     to_card = np.array([[k, 0, -(x0 + pw / 2) * k], [0, k, -(y0 + ph / 2) * k], [0, 0, 1]])
-    rot = _rotation(
+    rot = rotation(
         math.radians(rng.uniform(-MAX_YAW, MAX_YAW)),
         math.radians(rng.uniform(-MAX_PITCH, MAX_PITCH)),
         math.radians(rng.uniform(-MAX_ROLL, MAX_ROLL)),

@@ -34,6 +34,7 @@ from node.capture.platerender import COLORS, LAYOUTS, render_plate
 from node.infer.reader import crop_plate, plate_rows
 from node.plates.grammar import ALPHABET
 from tools.plates.augment import degrade, dirty, ir_glow
+from tools.plates.synth import rotation
 
 U8 = npt.NDArray[np.uint8]
 F64 = npt.NDArray[np.float64]
@@ -142,15 +143,6 @@ def bank_plate(index: int, seed: int) -> Plate:
     return vn_plate(layout, color, rng, BANK_W)
 
 
-def _rotation(yaw: float, pitch: float, roll: float) -> F64:
-    cy, sy, cp, sp, cr, sr = (f(a) for a in (yaw, pitch, roll) for f in (math.cos, math.sin))
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    out: F64 = rz @ rx @ ry
-    return out
-
-
 def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     """A vehicle-ish surround: a flat or graded colour with some texture."""
     base = rng.integers(0, 256, 3).astype(np.float32)
@@ -178,7 +170,7 @@ def scene(
         pic = ir_glow(pic, rng)
     k = width / pic.width
     pw, ph = width, pic.height * k
-    rot = _rotation(*(math.radians(rng.uniform(-m, m)) for m in (MAX_YAW, MAX_PITCH, MAX_ROLL)))
+    rot = rotation(*(math.radians(rng.uniform(-m, m)) for m in (MAX_YAW, MAX_PITCH, MAX_ROLL)))
     dist = width * math.exp(rng.uniform(math.log(6.0), math.log(40.0)))
     margin = 0.6 * width + 8
     cw, ch = round(pw + 2 * margin), round(ph + 2 * margin)
