@@ -71,7 +71,11 @@ def test_flapping_central_500_packets(tmp_path: Path) -> None:
 
     server = serve()
     port = server.port
-    up = Uploader(store, uplink_cfg(server.url, idle_poll_s=0.05), policy=FAST)
+    # a bandwidth cap keeps packets waiting through all ten flaps: an uploader with nothing
+    # left to send has no reason to notice the central going away (on a quiet machine it
+    # drained the 500 before the last flap and the wait for "down" timed out)
+    cfg = uplink_cfg(server.url, idle_poll_s=0.05, max_bytes_per_s=40_000, burst_bytes=4096)
+    up = Uploader(store, cfg, policy=FAST)
     up.start()
     assert up.thread is not None
     down_cpu = down_wall = 0.0
@@ -79,7 +83,7 @@ def test_flapping_central_500_packets(tmp_path: Path) -> None:
         for _ in range(10):
             time.sleep(0.25)  # up: some packets go
             server.stop()  # down: refused connections, cut keep-alive connections
-            wait_for(lambda: up.status()["state"] == "down", 30, "the uploader to see it down")
+            wait_for(lambda: up.status()["state"] == "down", 10, "the uploader to see it down")
             c0, t0 = thread_cpu_s(up.thread), time.monotonic()
             time.sleep(0.5)
             down_cpu += thread_cpu_s(up.thread) - c0
