@@ -116,3 +116,33 @@ def test_augmented_samples_vary_in_look(noisy: list[Sample]) -> None:
     assert max(means) - min(means) > 60  # dark nights and bright days
     assert any(greys)
     assert not all(greys)
+
+
+def _stripe_contrast(pixels: npt.NDArray[np.uint8]) -> float:
+    """How well the strokes still stand out: the correlation of the picture's column profile
+    with the strokes' (1: sharp; near 0: smeared away; brightness and contrast do not count,
+    the reader stretches those)."""
+    cols = pixels.astype(np.float32).mean(axis=2)[20:40].mean(axis=0)
+    pattern = (np.arange(cols.size) % 6 < 3).astype(np.float32)
+    return float(np.corrcoef(cols, pattern)[0, 1])
+
+
+def test_legible_degradation_keeps_strokes_readable() -> None:
+    """`degrade(glyph_px=...)` (the reader's acceptance set) never blurs, shrinks or darkens
+    strokes away; the detector's full-strength degradation sometimes does."""
+    from PIL import Image
+
+    from tools.plates.augment import degrade
+
+    stripes = np.full((60, 240, 3), 20, np.uint8)
+    for x in range(0, 240, 6):  # 3 px light, 3 px dark: strokes of letters 21 px tall
+        stripes[:, x : x + 3] = 230
+    no_boxes = np.zeros((0, 4), np.float32)
+    full, legible = [], []
+    for seed in range(120):
+        img = Image.fromarray(stripes)
+        full.append(_stripe_contrast(degrade(img, np.random.default_rng(seed), no_boxes)))
+        out = degrade(img, np.random.default_rng(seed), no_boxes, glyph_px=21.0)
+        legible.append(_stripe_contrast(out))
+    assert min(full) < 0.6  # full strength: some strokes are smeared together
+    assert min(legible) > 0.75  # legible: every stroke still stands out

@@ -92,6 +92,11 @@ _STYLES: MappingProxyType[str, _RowStyle] = MappingProxyType(
 )
 
 
+def glyph_mm(layout: str) -> float:
+    """Height in millimetres of the letters and digits on a `layout` plate."""
+    return _STYLES[layout].glyph_h
+
+
 @dataclass(frozen=True, slots=True)
 class PlateSpec:
     """One plate: its text, layout and colour (validated)."""

@@ -33,6 +33,7 @@ P_FOCUS = 0.06
 P_NOISE = 0.35
 P_JPEG = 0.5
 MAX_OCCLUDED = 0.4  # an occluder hides at most this fraction of a plate's box
+LEGIBLE_PX = 10.0  # `degrade(glyph_px=...)` keeps letters at least this tall after a low-res look
 
 NOISE_SIGMAS = (2.5, 5.0, 8.0, 12.0)
 _NOISE_SIDE = 512
@@ -61,43 +62,59 @@ def _faint_blobs() -> tuple[Image.Image, ...]:
     return tuple(blob().point([round(v * k) for v in range(256)]) for k in np.linspace(0.3, 0.8, 6))
 
 
-def degrade(image: Image.Image, rng: np.random.Generator, boxes: F32, ir: bool | None = None) -> U8:
+def degrade(
+    image: Image.Image,
+    rng: np.random.Generator,
+    boxes: F32,
+    ir: bool | None = None,
+    glyph_px: float | None = None,
+) -> U8:
     """`image` (RGB) degraded at random, as an (H, W, 3) uint8 array; `boxes` (N, 4) are the
     plates (occluders and some glare go over them). `ir` forces IR greyscale on or off;
-    None draws it with probability `P_IR`."""
+    None draws it with probability `P_IR`.
+
+    `glyph_px`, the height of a plate's letters in the picture, asks for a picture a person
+    could still read (the plate reader's acceptance set): no glare, no darker than half
+    brightness, a low-resolution look that keeps letters `LEGIBLE_PX` tall, motion blur at
+    most a fifth and focus blur a twelfth of the letter height, noise sigma at most 8 and
+    JPEG quality at least 40. Without it (the default) the draws are unchanged."""
     if ir is None:
         ir = bool(rng.random() < P_IR)
-    image = image.point(_tone_lut(rng, ir))
-    if rng.random() < P_GLARE:
+    image = image.point(_tone_lut(rng, ir, min_bright=0.5 if glyph_px else 0.0))
+    if rng.random() < P_GLARE and not glyph_px:
         image = _glare(image, rng, boxes)
     for box in boxes:
         if rng.random() < P_OCCLUDE:
             occlude(image, rng, box)
     if ir:
         image = image.convert("L").convert("RGB")
-    image = _blur(image, rng)
+    image = _blur(image, rng, glyph_px)
     if rng.random() < P_NOISE:
-        image = _noise(image, rng)
+        image = _noise(image, rng, max_sigma=8.0 if glyph_px else math.inf)
     pixels = np.asarray(image)
     if rng.random() < P_JPEG:
-        pixels = jpeg(pixels, int(rng.integers(20, 91)))
+        pixels = jpeg(pixels, max(int(rng.integers(20, 91)), 40 if glyph_px else 0))
     return pixels
 
 
-def _blur(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """At most one of: motion blur, a low-resolution look, focus blur."""
+def _blur(image: Image.Image, rng: np.random.Generator, glyph_px: float | None) -> Image.Image:
+    """At most one of: motion blur, a low-resolution look, focus blur (`degrade`)."""
     pick = rng.random()
     if pick < P_MOTION:
-        return Image.fromarray(_motion_blur(np.asarray(image), rng))
+        max_len = glyph_px / 5.0 if glyph_px else math.inf
+        return Image.fromarray(_motion_blur(np.asarray(image), rng, max_len))
     pick -= P_MOTION
     if pick < P_LOW_RES:
-        return _low_res(image, rng)
+        return _low_res(image, rng, LEGIBLE_PX / glyph_px if glyph_px else 0.0)
     if pick - P_LOW_RES < P_FOCUS:
-        return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 1.8))))
+        sigma = float(rng.uniform(0.5, 1.8))
+        if glyph_px:
+            sigma = min(sigma, glyph_px / 12.0)
+        return image.filter(ImageFilter.GaussianBlur(sigma))
     return image
 
 
-def _tone_lut(rng: np.random.Generator, ir: bool) -> list[int]:
+def _tone_lut(rng: np.random.Generator, ir: bool, min_bright: float = 0.0) -> list[int]:
     """One RGB lookup table: colour jitter, contrast, brightness and (sometimes) low light."""
     x = np.arange(256, dtype=np.float32) / 255.0
     gamma = float(rng.uniform(0.75, 1.3))
@@ -112,6 +129,7 @@ def _tone_lut(rng: np.random.Generator, ir: bool) -> list[int]:
     elif rng.random() < P_LOW_LIGHT:  # night or dusk: dark and contrasty
         gamma *= float(rng.uniform(1.2, 2.2))
         bright *= float(rng.uniform(0.35, 0.8))
+    bright = max(bright, min_bright)
     curve = x[None, :] ** gamma * gain[:, None] * bright
     curve = (curve - 0.5) * contrast + 0.5
     lut: list[int] = np.clip(curve * 255.0 + 0.5, 0, 255).astype(np.uint8).ravel().tolist()
@@ -169,9 +187,12 @@ def occlude(image: Image.Image, rng: np.random.Generator, box: npt.ArrayLike) ->
         draw.line(ends, fill=fill, width=width)
 
 
-def _motion_blur(pixels: U8, rng: np.random.Generator) -> U8:
-    """Average of 3-7 copies shifted along a random direction (a vehicle moving fast)."""
+def _motion_blur(pixels: U8, rng: np.random.Generator, max_len: float = math.inf) -> U8:
+    """Average of 3-7 copies shifted along a random direction (a vehicle moving fast), the
+    copies at most `max_len` pixels apart end to end."""
     taps = int(rng.integers(3, 8))
+    if taps - 1 > max_len:
+        taps = int(max_len) + 1
     angle = float(rng.uniform(0.0, math.pi))
     if rng.random() < 0.6:  # mostly along the road: up/down in the picture
         angle = math.pi / 2 + float(rng.normal(0.0, 0.3))
@@ -187,19 +208,28 @@ def _motion_blur(pixels: U8, rng: np.random.Generator) -> U8:
     return (acc // taps).astype(np.uint8)
 
 
-def _low_res(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Down-scaled and back up: the look of a cheap sensor or a digital zoom."""
-    f = float(rng.uniform(0.3, 0.8))
+def _low_res(image: Image.Image, rng: np.random.Generator, min_f: float = 0.0) -> Image.Image:
+    """Down-scaled (by at least `min_f`; not at all past 0.8) and back up: the look of a cheap
+    sensor or a digital zoom."""
+    f = max(float(rng.uniform(0.3, 0.8)), min_f)
+    if f > 0.8:
+        return image
     w, h = image.size
     small = image.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BILINEAR)
     up = Image.Resampling.NEAREST if rng.random() < 0.2 else Image.Resampling.BILINEAR
     return small.resize((w, h), up)
 
 
-def _noise(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Gaussian sensor noise (one of `NOISE_SIGMAS` grey levels), from a random bank window."""
+def _noise(
+    image: Image.Image, rng: np.random.Generator, max_sigma: float = math.inf
+) -> Image.Image:
+    """Gaussian sensor noise (one of `NOISE_SIGMAS` grey levels, at most `max_sigma`), from a
+    random bank window."""
     w, h = image.size
-    bank = _noise_bank()[int(rng.integers(len(NOISE_SIGMAS)))]
+    pick = int(rng.integers(len(NOISE_SIGMAS)))
+    while pick and NOISE_SIGMAS[pick] > max_sigma:
+        pick -= 1
+    bank = _noise_bank()[pick]
     if w > bank.width or h > bank.height:
         bank = bank.resize((max(w, bank.width), max(h, bank.height)), Image.Resampling.NEAREST)
     x0, y0 = int(rng.integers(bank.width - w + 1)), int(rng.integers(bank.height - h + 1))

@@ -30,10 +30,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from node.capture.platerender import COLORS, LAYOUTS, render_plate
+from node.capture.platerender import COLORS, LAYOUTS, glyph_mm, render_plate
 from node.infer.reader import crop_plate, plate_rows
 from node.plates.grammar import ALPHABET
-from tools.plates.augment import degrade, dirty, ir_glow
+from tools.plates.augment import LEGIBLE_PX, degrade, dirty, ir_glow
 from tools.plates.synth import rotation
 
 U8 = npt.NDArray[np.uint8]
@@ -47,6 +47,9 @@ MIN_W, MAX_W = 40.0, 240.0  # plate width in the picture (frontal), log-uniform
 MAX_YAW, MAX_PITCH, MAX_ROLL = 35.0, 20.0, 8.0
 P_DIRT, P_IR_GLOW, P_GENERIC = 0.2, 0.1, 0.12
 BOX_JITTER = (0.06, 0.1)  # each box edge moves up to this fraction of the width / height
+P_LEGIBLE = 0.7  # training samples drawn from the acceptance set's range and degradations
+GLYPH_SHARE = {name: glyph_mm(name) / size[0] for name, size in LAYOUTS.items()}
+GENERIC_GLYPH_SHARE = 0.55  # generic plates: letter height / plate height (about)
 VAL_SEED = 20_261_128
 SERIES = "ABCDEFGHKLMNPRSTUVXYZ"  # letters issued on plates (not I, J, O, Q, W)
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
@@ -157,11 +160,28 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
+def glyph_share(plate: Plate) -> float:
+    """The height of `plate`'s letters as a share of its width."""
+    if plate.layout in GLYPH_SHARE:
+        return GLYPH_SHARE[plate.layout]
+    return GENERIC_GLYPH_SHARE * plate.rgba.shape[0] / plate.rgba.shape[1]
+
+
+def legible_width(share: float) -> float:
+    """The narrowest plate (frontal, px) whose letters are `LEGIBLE_PX` tall."""
+    return max(MIN_W, LEGIBLE_PX / share)
+
+
 def scene(
-    plate: Plate, rng: np.random.Generator, width: float, augment: bool = True
+    plate: Plate,
+    rng: np.random.Generator,
+    width: float,
+    augment: bool = True,
+    legible: bool = False,
 ) -> tuple[U8, tuple[float, float, float, float]]:
-    """The plate `width` px wide (frontal), turned in 3-D on a background and degraded;
-    the picture and the plate's box (hull of its projected corners)."""
+    """The plate `width` px wide (frontal), turned in 3-D on a background and degraded (only
+    as far as a person could still read it when `legible`); the picture and the plate's box
+    (hull of its projected corners)."""
     pic = Image.fromarray(plate.rgba)
     if augment and rng.random() < P_DIRT:
         pic = dirty(pic, rng)
@@ -198,7 +218,8 @@ def scene(
     lo, hi = quad.min(axis=0), quad.max(axis=0)
     box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
     if augment:
-        pixels = degrade(canvas, rng, np.zeros((0, 4), np.float32), ir=ir)
+        glyph_px = width * glyph_share(plate) if legible else None
+        pixels = degrade(canvas, rng, np.zeros((0, 4), np.float32), ir=ir, glyph_px=glyph_px)
     else:
         pixels = np.asarray(canvas, np.uint8)
     return pixels, box
@@ -216,11 +237,15 @@ def jitter_box(
 
 
 def row_samples(
-    plate: Plate, rng: np.random.Generator, width: float, augment: bool = True
+    plate: Plate,
+    rng: np.random.Generator,
+    width: float,
+    augment: bool = True,
+    legible: bool = False,
 ) -> list[tuple[U8, str]]:
     """The model inputs the node would make for this plate, with their labels; empty when the
     node would cut it into a different number of rows (counted as a miss in validation)."""
-    pixels, box = scene(plate, rng, width, augment)
+    pixels, box = scene(plate, rng, width, augment, legible)
     crop = crop_plate(pixels, jitter_box(box, rng, 1.0 if augment else 0.5))
     rows = plate_rows(crop, INPUT_W, INPUT_H, TWO_ROW_BELOW_ASPECT)
     if len(rows) != len(plate.rows):
@@ -244,17 +269,25 @@ class ValPlate:
     width: float = 0.0  # frontal plate width, pixels
 
 
-def validation_set(per_kind: int = 100, seed: int = VAL_SEED) -> list[ValPlate]:
+def validation_set(
+    per_kind: int = 100, seed: int = VAL_SEED, legible: bool = False
+) -> list[ValPlate]:
     """`per_kind` plates of every layout x colour, each rendered at its own size, in a
-    scene, degraded, with a jittered detection box (a fixed set for a given seed)."""
+    scene, degraded, with a jittered detection box (a fixed set for a given seed).
+
+    The default is the stress set: 40-240 px wide, every degradation at full strength, many
+    plates no person could read. `legible` is the acceptance set: plates whose letters are at
+    least `LEGIBLE_PX` tall (car1 from 67 px wide, car2 52, moto 40) up to 240 px, degraded
+    only as far as a person could still read them (`augment.degrade(glyph_px=...)`)."""
     out = []
     for li, layout in enumerate(FORMATS):
         for ci, color in enumerate(COLORS):
             for i in range(per_kind):
-                rng = np.random.default_rng([seed, li, ci, i])
-                width = log_uniform(rng, MIN_W, MAX_W)
+                rng = np.random.default_rng([seed, li, ci, i, *([1] if legible else [])])
+                lo = legible_width(GLYPH_SHARE[layout]) if legible else MIN_W
+                width = log_uniform(rng, lo, MAX_W)
                 plate = vn_plate(layout, color, rng, width)
-                pixels, box = scene(plate, rng, width)
+                pixels, box = scene(plate, rng, width, legible=legible)
                 box = jitter_box(box, rng)
                 out.append(ValPlate(pixels, box, layout, color, plate.rows, width))
     return out

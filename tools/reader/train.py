@@ -56,16 +56,21 @@ def encode(text: str) -> list[int]:
     return [ALPHABET.index(ch) + 1 for ch in text]
 
 
-def make_batch(bank: list[data.Plate], seed: int, step: int, batch: int) -> Batch:
-    """Batch `step`: `batch` rows, deterministic from (seed, step)."""
+def make_batch(
+    bank: list[data.Plate], seed: int, step: int, batch: int, legible: float = 0.0
+) -> Batch:
+    """Batch `step`: `batch` rows, deterministic from (seed, step); a share `legible` of the
+    plates drawn from the acceptance set's sizes and degradations (`data.validation_set`)."""
     rng = np.random.default_rng([seed, step])
     images: list[npt.NDArray[np.uint8]] = []
     labels = np.zeros((batch, MAX_LABEL), np.int32)
     lengths = np.zeros(batch, np.int32)
     while len(images) < batch:
         plate = bank[int(rng.integers(len(bank)))]
-        width = data.log_uniform(rng, data.MIN_W * 0.9, data.MAX_W)
-        for row, text in data.row_samples(plate, rng, width):
+        easy = bool(legible and rng.random() < legible)
+        low = data.legible_width(data.glyph_share(plate)) if easy else data.MIN_W * 0.9
+        width = data.log_uniform(rng, low, data.MAX_W)
+        for row, text in data.row_samples(plate, rng, width, legible=easy):
             if len(images) == batch or len(text) > MAX_LABEL:
                 break
             labels[len(images), : len(text)] = encode(text)
@@ -82,7 +87,7 @@ def batches(
 
     def produce() -> None:
         for step in range(start, a.steps):
-            q.put((step, make_batch(bank, a.seed, step, a.batch)))
+            q.put((step, make_batch(bank, a.seed, step, a.batch, a.legible)))
 
     threading.Thread(target=produce, daemon=True).start()
     for _ in range(start, a.steps):
@@ -162,6 +167,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=48, help="rows per batch")
     p.add_argument("--bank", type=int, default=6000, help="plates rendered for training")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--legible",
+        type=float,
+        default=0.0,
+        help="share of plates drawn legible (the acceptance set's sizes and degradations)",
+    )
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     p.add_argument("--checkpoint-every", type=int, default=200)
