@@ -275,7 +275,7 @@ class Pipeline:
             "fps": round(self.fps(), 2),
             "latency": {name: w.percentiles_ms() for name, w in self.latency.items()},
             "queues": {"detect": {"depth": len(self.queue), "capacity": self.queue.capacity}},
-            "ring": {"frames": len(self.ring), "bytes": self.ring.nbytes},
+            "ring": {"frames": len(self.ring), "bytes": self.ring.nbytes, "kept": self.ring.kept},
             "stage_errors": c.stage_errors,
             "restarts": dict(self.restarts),
             "last_error": c.last_error,

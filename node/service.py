@@ -82,7 +82,13 @@ class Service:
         self.opts = opts
         self.started_mono = time.monotonic()
         self.source = source or open_source(cfg.capture.source, cfg.capture)
-        self.ring = FrameRing(cfg.ring.seconds, cfg.ring.max_mb * 1024 * 1024)
+        ev = cfg.evidence
+        self.ring = FrameRing(
+            cfg.ring.seconds,
+            cfg.ring.max_mb * 1024 * 1024,
+            context_width=max(ev.context_width, ev.overview_width if ev.overview else 0),
+            window_margin=ev.plate_margin + 0.25,  # slack around the packet's plate crop
+        )
         self.detector: DetectorStage | None = None
         self.detector_error: str | None = None
         self.rules: ViolationStage | None = None
@@ -163,6 +169,7 @@ class Service:
             reader=reader,
             on_hotlist=evidence.submit_alert if evidence is not None else None,
             main_image=detector.main_for,
+            release=self.ring.release,
         )
 
     def _build_reader(self) -> Any:

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from node.capture.frame import CaptureError, Frame, MainRef, PlateTruth
+from node.capture.frame import ArrayRef, CaptureError, Frame, MainRef, PlateTruth
 from node.capture.platerender import COLORS, LAYOUTS, render_plate
 from node.capture.sim import SimSource
 from node.capture.simscene import background
@@ -54,6 +54,17 @@ def test_same_seed_gives_the_same_pixels() -> None:
     assert len(set(lores_a)) == 30  # traffic moves: every frame differs
     assert main_c != main_a
     assert sum(a != c for a, c in zip(lores_a, lores_c, strict=True)) == 30
+
+
+def test_main_array_hands_over_the_rendered_main_like_a_camera() -> None:
+    lazy = list(frames("sim://junction?seed=3&fps=0", 5, SMALL))
+    eager = list(frames("sim://junction?seed=3&fps=0&main=array", 5, SMALL))
+    for a, b in zip(lazy, eager, strict=True):
+        assert isinstance(b.main, ArrayRef)
+        assert not isinstance(a.main, ArrayRef)
+        assert b.main.nbytes == 640 * 360 * 3  # the frame holds the image, as a camera's does
+        assert digest(b.main.array()) == digest(a.main.array())
+        assert digest(b.lores) == digest(a.lores)
 
 
 def test_frame_shapes_and_main_reference() -> None:
@@ -199,6 +210,7 @@ def test_red_light_violations_happen_on_red() -> None:
         ("sim://junction?violations=2", "violations"),
         ("sim://junction?rate=-1", "rate"),
         ("sim://junction?seed=1&seed=2", "twice"),
+        ("sim://junction?main=yuv", "main='yuv'"),
         ("sim://roundabout", "sim://junction"),
     ],
 )

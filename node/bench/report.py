@@ -118,6 +118,8 @@ def markdown(r: dict[str, Any]) -> str:
         rows.append([name, t["target"], _f(t["measured"], 2), met])
     lines += _table(["figure", "target", "measured", "met"], rows)
     lines += ["", *_detector(r["detector"]), "", *_pipeline(r), "", *_node(r["node"]), ""]
+    if "camera" in r:
+        lines += [*_camera(r["camera"]), ""]
     lines += [*_packets(r["packets"]), "", *_store(r["store"]), "", *_uplink(r["uplink"])]
     return "\n".join(lines) + "\n"
 
@@ -215,25 +217,30 @@ def _node(n: dict[str, Any]) -> list[str]:
          f"{_f(rss['peak_mb'])} MB / **{_f(rss['steady_mb'])} MB**"],
         ["evidence", ", ".join(f"{k} {v}" for k, v in n["evidence"].items())],
     ]  # fmt: skip
-    if (cam := n.get("camera_ring")) is not None:
-        rows.append(
-            [
-                "pre-event ring on a camera (main kept as an RGB array; estimate)",
-                f"{cam['frames']} frames x {cam['frame_mb']} MB = {cam['uncapped_mb']} MB, "
-                f"capped at ring.max_mb {cam['max_mb']}: **{cam['mb']} MB** (the sim's ring: "
-                f"{n['ring']['bytes'] / 2**20:.0f} MB)",
-            ]
-        )
-        rows.append(
-            [
-                "steady RSS projected on a camera (sim steady - sim ring + camera ring)",
-                f"**{_f(rss.get('camera_projection_mb'))} MB** (estimate)",
-            ]
-        )
     lines += _table(["figure", "value"], rows)
     lines += ["", "Time per stage in the node (last 512 frames):", ""]
     lines += _table(["stage", "p50 ms", "p95 ms", "n"], _latency_rows(n["latency_ms"]))
     return lines
+
+
+def _camera(n: dict[str, Any]) -> list[str]:
+    """The node on the sim handing over every main image as an array, as a camera does."""
+    lines = ["### `roadnode run` with camera-like frames (main as a 1920x1080 array)", ""]
+    if (why := _state(n)) is not None:
+        return [*lines, f"Not measured: {why}."]
+    f, rss, ring = n["frames"], n["rss"], n["ring"]
+    rows = [
+        ["source", f"`{n['url']}` (every main image rendered and handed over as an RGB "
+         f"array, 6.2 MB, like picamera2's), {n['seconds']:g} s"],
+        ["frames in / processed / dropped", f"{f['in']} / {f['processed']} / {f['dropped']} "
+         f"(drop rate {n['drop_rate']:.1%})"],
+        ["pre-event ring", f"{ring.get('frames')} frames, {ring['bytes'] / 2**20:.1f} MB "
+         f"({ring.get('kept', 0)} frames slimmed to context JPEG + plate windows so far)"],
+        ["RSS peak (VmHWM) / steady (median of the second half)",
+         f"{_f(rss['peak_mb'])} MB / **{_f(rss['steady_mb'])} MB**"],
+        ["evidence", ", ".join(f"{k} {v}" for k, v in n["evidence"].items())],
+    ]  # fmt: skip
+    return [*lines, *_table(["figure", "value"], rows)]
 
 
 def _packets(p: dict[str, Any]) -> list[str]:

@@ -3,6 +3,23 @@
 Bounded in time (frames older than `seconds` before the newest are dropped) and in memory
 (the oldest are dropped while the ring holds more than `max_bytes`), like picamera2's
 CircularOutput2 keeps a time-bounded deque. Thread-safe: capture writes, evidence reads.
+
+What a frame costs the ring. A camera frame carries its 1920x1080 main image as an array
+(6.2 MB as RGB): 4 s at 10 frames/s would be 250 MB of a 1 GB board. Evidence uses only two
+things of an older frame: the whole picture at context width (960 px: context frames and the
+overview are made at that width or smaller) and full-resolution pixels around the plates
+(the plate crop). So once the stages are done with a frame (`release`, called by the rules
+stage with the frame's plate boxes), the ring swaps its main array for a `KeptRef`: the
+picture at `context_width` as a JPEG (quality `CONTEXT_QUALITY`, ~0.1-0.2 MB) and the
+full-resolution windows around those boxes (`window_margin` plate sizes each side). A frame
+the stages never reach (dropped from a full queue) is kept the same way, without windows,
+once `keep_full` newer frames have arrived. The JPEG encoding runs in the thread that pushes
+(the capture thread, which otherwise waits for the sensor), outside the lock.
+
+A main that is already cheap (the simulator's, rendered on demand, or an array under
+`SLIM_FROM_BYTES`) is kept as it is. Every
+frame older than the newest `keep_lores` also drops its lores (detection) image: evidence is
+made from the main stream, and 40 lores frames are 60 MB.
 """
 
 from __future__ import annotations
@@ -10,45 +27,158 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import deque
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+import simplejpeg
+from PIL import Image as PILImage
 
-from node.capture.frame import Frame, Image
+from node.capture.frame import ArrayRef, Frame, Image, KeptRef, Window
 
 KEEP_LORES = 2  # the newest frames keep their detection image (the console's live view)
+KEEP_FULL = 8  # a frame no stage released is kept whole until this many newer ones arrive
+CONTEXT_WIDTH = 960
+CONTEXT_QUALITY = 90  # packets re-encode context frames at 70 and below: little is lost
+WINDOW_MARGIN = 0.75  # plate sizes each side (packets crop evidence.plate_margin, 0.5)
+MIN_WINDOW_MARGIN_PX = 12
+SLIM_FROM_BYTES = 1 << 20  # a main array smaller than this is kept as it is
 NO_LORES: Image = np.zeros((0, 0, 3), np.uint8)
+
+Box = Sequence[float]
+
+
+def windows_of(boxes: Iterable[Box], margin: float, shape: tuple[int, ...]) -> list[Window]:
+    """Integer windows around `boxes` (main pixels): `margin` box sizes each side, at least
+    `MIN_WINDOW_MARGIN_PX`, clipped to an image of `shape`."""
+    h, w = shape[:2]
+    out = []
+    for box in boxes:
+        x0, y0, x1, y1 = (float(v) for v in box[:4])
+        mx = max(MIN_WINDOW_MARGIN_PX, margin * (x1 - x0))
+        my = max(MIN_WINDOW_MARGIN_PX, margin * (y1 - y0))
+        wx0, wy0 = max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my)))
+        wx1, wy1 = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
+        if wx1 > wx0 and wy1 > wy0:
+            out.append((wx0, wy0, wx1, wy1))
+    return out
+
+
+def keep(
+    image: Image,
+    windows: Sequence[Window],
+    width: int = CONTEXT_WIDTH,
+    quality: int = CONTEXT_QUALITY,
+) -> KeptRef:
+    """What the ring keeps of a full `image`: the picture `width` wide (never wider than it
+    is) as a JPEG, and copies of its `windows`."""
+    h, w = image.shape[:2]
+    small = image
+    if width < w:
+        size = (width, max(1, round(h * width / w)))
+        small = np.asarray(PILImage.fromarray(image).resize(size, PILImage.Resampling.BOX))
+    jpeg = simplejpeg.encode_jpeg(
+        np.ascontiguousarray(small), quality=quality, colorspace="RGB", colorsubsampling="420"
+    )
+    kept = tuple(
+        (win, np.ascontiguousarray(image[win[1] : win[3], win[0] : win[2]])) for win in windows
+    )
+    shape = (int(h), int(w), 3)
+    return KeptRef(shape, bytes(jpeg), (int(small.shape[1]), int(small.shape[0])), kept)
+
+
+def _heavy(frame: Frame) -> bool:
+    """The frame's main is a big array the ring slims once the stages are done with it."""
+    return isinstance(frame.main, ArrayRef) and frame.main.nbytes >= SLIM_FROM_BYTES
 
 
 class FrameRing:
-    """See the module docstring. Frames older than the newest `keep_lores` drop their lores
-    (detection) image: evidence is made from the main stream, and 40 lores frames are 60 MB
-    of a 1 GB board's memory."""
+    """See the module docstring."""
 
-    def __init__(self, seconds: float, max_bytes: int, keep_lores: int = KEEP_LORES) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        max_bytes: int,
+        keep_lores: int = KEEP_LORES,
+        keep_full: int = KEEP_FULL,
+        context_width: int = CONTEXT_WIDTH,
+        window_margin: float = WINDOW_MARGIN,
+    ) -> None:
         if seconds <= 0 or max_bytes <= 0:
             raise ValueError("FrameRing: seconds and max_bytes must be positive")
         self.span_ns = int(seconds * 1e9)
         self.max_bytes = max_bytes
+        self.keep_lores = keep_lores
+        self.keep_full = max(keep_full, keep_lores)
+        self.context_width = context_width
+        self.window_margin = window_margin
         self._frames: deque[Frame] = deque()
         self._bytes = 0
-        self.keep_lores = keep_lores
+        self._released = -1  # frames up to this seq are done with (or never will be)
+        self._boxes: dict[int, list[Box]] = {}
+        self.kept = 0  # frames swapped for a KeptRef
         self._lock = threading.Lock()
 
     def push(self, frame: Frame) -> None:
         with self._lock:
             self._frames.append(frame)
             self._bytes += frame.nbytes
-            k = self.keep_lores + 1
-            if len(self._frames) >= k and self._frames[-k].lores.size:
-                old = self._frames[-k]
+            self._evict(frame.mono_ns - self.span_ns)
+            todo = self._due()
+            self._drop_lores()
+        for old, boxes in todo:  # the encoding, outside the lock
+            main = old.main
+            assert isinstance(main, ArrayRef)
+            wins = windows_of(boxes, self.window_margin, main.shape)
+            slim = dataclasses.replace(
+                old, main=keep(main.image, wins, self.context_width), lores=NO_LORES
+            )
+            with self._lock:
+                self._swap(old, slim)
+
+    def release(self, seq: int, boxes: Iterable[Box] = ()) -> None:
+        """The stages are done with frame `seq` (and with every earlier one: frames are
+        processed in order); `boxes` are its plates in main pixels, kept sharp."""
+        with self._lock:
+            self._released = max(self._released, seq)
+            self._boxes[seq] = list(boxes)
+
+    def _due(self) -> list[tuple[Frame, list[Box]]]:
+        """Frames whose full main can go now, with their plate boxes (lock held)."""
+        out = []
+        n = len(self._frames)
+        for i, f in enumerate(self._frames):
+            if i >= n - self.keep_lores:
+                break
+            if _heavy(f) and (f.seq <= self._released or i < n - self.keep_full):
+                out.append((f, self._boxes.pop(f.seq, [])))
+        if self._boxes and len(self._boxes) > 4 * self.keep_full:  # released, never pushed
+            oldest = self._frames[0].seq
+            self._boxes = {s: b for s, b in self._boxes.items() if s >= oldest}
+        return out
+
+    def _drop_lores(self) -> None:
+        """Frames past the newest `keep_lores` whose main is cheap give up their lores."""
+        k = self.keep_lores + 1
+        if len(self._frames) >= k:
+            old = self._frames[-k]
+            if old.lores.size and not _heavy(old):
                 self._frames[-k] = dataclasses.replace(old, lores=NO_LORES)
                 self._bytes -= old.lores.nbytes
-            horizon = frame.mono_ns - self.span_ns
-            while self._frames and (
-                self._frames[0].mono_ns < horizon
-                or (self._bytes > self.max_bytes and len(self._frames) > 1)
-            ):
-                self._bytes -= self._frames.popleft().nbytes
+
+    def _evict(self, horizon: int) -> None:
+        while self._frames and (
+            self._frames[0].mono_ns < horizon
+            or (self._bytes > self.max_bytes and len(self._frames) > 1)
+        ):
+            self._bytes -= self._frames.popleft().nbytes
+
+    def _swap(self, old: Frame, slim: Frame) -> None:
+        for i, f in enumerate(self._frames):
+            if f is old:
+                self._frames[i] = slim
+                self._bytes += slim.nbytes - old.nbytes
+                self.kept += 1
+                return
 
     def window(self, start_ns: int, end_ns: int) -> list[Frame]:
         """Frames with `start_ns <= mono_ns <= end_ns`, oldest first."""

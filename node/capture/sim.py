@@ -10,6 +10,9 @@ URL query keys (all optional):
   speeds and ages measured downstream are those of the simulated road.
 - ``rate``: vehicles per minute arriving on the approach, default 40.
 - ``violations``: fraction of vehicles that set out to break a rule, default 0.25.
+- ``main``: ``recipe`` (default: `Frame.main` renders the full-resolution image on demand)
+  or ``array`` (rendered with every frame and handed over as an array, as a camera does: for
+  measuring memory and evidence as they are on a camera; costs a render per frame).
 
 Each `read()` renders only the lores image; `Frame.main` renders the full-resolution image
 on demand. `Frame.truth` lists the plates in view; `true_violations` the violations so far.
@@ -26,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from node.capture.frame import CaptureError, Frame
+from node.capture.frame import ArrayRef, CaptureError, Frame, MainRef
 from node.capture.simrender import SceneRenderer, SceneSnapshot, SimMainRef, VehicleView
 from node.capture.simsprites import BODY_STYLES, Sprite, SpriteCache, body_sprite, plate_sprite
 from node.capture.simtraffic import Traffic, TrueViolation, Vehicle
@@ -43,6 +46,7 @@ class SimParams:
     fps: float | None = None
     rate: float = 40.0
     violations: float = 0.25
+    main_array: bool = False
 
     @classmethod
     def parse(cls, url: str) -> SimParams:
@@ -52,7 +56,7 @@ class SimParams:
             raise CaptureError(f"sim source {url!r}: expected sim://junction[?key=value&...]")
         values: dict[str, str] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in ("seed", "fps", "rate", "violations"):
+            if key not in ("seed", "fps", "rate", "violations", "main"):
                 raise CaptureError(f"sim source {url!r}: unknown query key {key!r}")
             if key in values:
                 raise CaptureError(f"sim source {url!r}: query key {key!r} given twice")
@@ -62,6 +66,9 @@ class SimParams:
             fps = float(values["fps"]) if "fps" in values else None
             rate = float(values.get("rate", "40"))
             violations = float(values.get("violations", "0.25"))
+            main = values.get("main", "recipe")
+            if main not in ("recipe", "array"):
+                raise ValueError(f"main={main!r}: expected recipe or array")
         except ValueError as exc:
             raise CaptureError(f"sim source {url!r}: bad value ({exc})") from None
         for key, val, lo, hi in (
@@ -72,7 +79,7 @@ class SimParams:
         ):
             if not lo <= val <= hi or (isinstance(val, float) and not math.isfinite(val)):
                 raise CaptureError(f"sim source {url!r}: {key}={val} is outside [{lo}, {hi}]")
-        return cls(seed, fps, rate, violations)
+        return cls(seed, fps, rate, violations, main == "array")
 
 
 class SimSource:
@@ -147,7 +154,9 @@ class SimSource:
             "sim_time_s": round(t, 6),
             "vehicles": len(snap.views),
         }
-        main = SimMainRef(renderer, snap)
+        main: MainRef = SimMainRef(renderer, snap)
+        if self._params.main_array:
+            main = ArrayRef(main.array())
         if self._fps > 0:
             mono_ns, utc_ns = time.monotonic_ns(), time.time_ns()
         else:  # virtual clock: simulated time since open()

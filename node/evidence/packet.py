@@ -375,7 +375,13 @@ def _signal_json(s: SignalState | None) -> dict[str, Any] | None:
 def _violation_parts(
     v: Violation, frames: Mapping[int, Frame], ev: EvidenceConfig
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The parts (plate crop, context frames, overview) and the manifest fields about them."""
+    """The parts (plate crop, context frames, overview) and the manifest fields about them.
+
+    A frame the ring has slimmed (`KeptRef`) gives its context picture for context frames and
+    the overview, and its full-resolution plate windows for the crop; the crop comes from the
+    frame nearest the offence that still holds the plate at full resolution, else (never on
+    a healthy node) from the nearest one scaled up, with `full_resolution: false`."""
+    from node.capture.frame import KeptRef
     from node.evidence.images import annotate, crop, crop_box, downscale, encode, fit, ladder
 
     boxes = dict(v.plate_boxes)
@@ -386,14 +392,30 @@ def _violation_parts(
             mains[seq] = frames[seq].main.array()
         return mains[seq]
 
+    def picture(seq: int) -> Image:
+        ref = frames[seq].main
+        return ref.context() if isinstance(ref, KeptRef) else main(seq)
+
+    def sharp(seq: int, cbox: tuple[int, int, int, int]) -> Image | None:
+        ref = frames[seq].main
+        return ref.region(cbox) if isinstance(ref, KeptRef) else crop(main(seq), cbox)
+
     with_box = [s for s in boxes if s in frames]
     if not with_box:
         raise PacketError(f"violation {v.id}: none of the kept frames shows the plate")
-    plate_seq = _nearest(with_box, v.seq_at)
-    image = main(plate_seq)
-    cbox = crop_box(boxes[plate_seq], ev.plate_margin, image.shape)
+    shape = next(iter(frames.values())).main.shape
+    mw = shape[1]
+    pixels, full_res = None, True
+    for plate_seq in sorted(with_box, key=lambda s: (abs(s - v.seq_at), s)):
+        cbox = crop_box(boxes[plate_seq], ev.plate_margin, shape)
+        if (pixels := sharp(plate_seq, cbox)) is not None:
+            break
+    if pixels is None:
+        plate_seq = _nearest(with_box, v.seq_at)
+        cbox = crop_box(boxes[plate_seq], ev.plate_margin, shape)
+        pixels, full_res = crop(main(plate_seq), cbox), False
     plate = encode(
-        crop(image, cbox),
+        pixels,
         ladder(ev.plate_quality, ev.plate_min_quality, 4),
         ev.plate_max_kb * 1000,
         "444",  # plate colour tells the vehicle class: keep full chroma
@@ -409,12 +431,14 @@ def _violation_parts(
             "height": plate.height,
             "quality": plate.quality,
             "scale": 1.0,
+            "full_resolution": full_res,
         }
     }
     context = []
     rungs = ladder(ev.context_quality, ev.context_min_quality, 10)
     for role, seq in _context_seqs(v, sorted(frames), ev.context_frames):
-        enc, scale = fit(main(seq), ev.context_width, rungs, ev.context_max_kb * 1000)
+        enc, _ = fit(picture(seq), ev.context_width, rungs, ev.context_max_kb * 1000)
+        scale = enc.width / mw
         name = f"frame-{role}.jpg"
         parts[name] = enc.data
         context.append(
@@ -433,15 +457,15 @@ def _violation_parts(
     fields["context"] = context
     if ev.overview:
         at = plate_seq  # the frame nearest the offence that shows the plate
-        small, first_scale = downscale(main(at), ev.overview_width)
-        marked = annotate(small, [boxes[at]], first_scale)
-        enc, further = fit(
+        small, _ = downscale(picture(at), ev.overview_width)
+        marked = annotate(small, [boxes[at]], small.shape[1] / mw)
+        enc, _ = fit(
             marked,
             ev.overview_width,
             ladder(ev.overview_quality, ev.context_min_quality, 10),
             ev.context_max_kb * 1000,
         )
-        scale = first_scale * further
+        scale = enc.width / mw
         parts["overview.jpg"] = enc.data
         fields["overview"] = {
             "part": "overview.jpg",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from node.capture.frame import Frame
+from node.capture.frame import Frame, picture
 from node.capture.framering import FrameRing
 from node.config import Config
 from node.evidence import PacketError
@@ -192,7 +192,7 @@ class EvidenceWorker:
 
         f = job.frame
         crop = encode(job.crop, (90, 80), 400_000).data
-        context, _ = downscale(f.main.array(), self.cfg.evidence.context_width)
+        context, _ = downscale(picture(f.main), self.cfg.evidence.context_width)
         frame_jpeg = encode(context, (70, 50), 200_000).data
         packet = make_alert(
             job.fused,

@@ -76,11 +76,15 @@ class ViolationStage:
         reader: Any = None,
         on_hotlist: HotlistSink | None = None,
         main_image: Callable[[Frame], Any] | None = None,
+        release: Callable[[int, list[Any]], None] | None = None,
     ) -> None:
         """`reader`: a `node.plates.track.TrackReader` (plates read on confirmed tracks);
         `on_hotlist` is told once per track when its fused read is on the hotlist (the hit is
         kept for `alerts` with or without it);
-        `main_image(frame)` gives the frame's main image (default `frame.main.array()`)."""
+        `main_image(frame)` gives the frame's main image (default `frame.main.array()`);
+        `release(seq, boxes)` is told when a frame is done with, with its plate boxes (the
+        frame ring then keeps only what evidence needs of it: `FrameRing.release`)."""
+        self._release = release
         self.reader, self.on_hotlist = reader, on_hotlist
         self._main_image = main_image or (lambda f: f.main.array())
         self._alerted: set[int] = set()
@@ -100,6 +104,13 @@ class ViolationStage:
         if found is None:  # the detector failed on this frame: the tracker sees a miss
             self.missing_detections += 1
             found = FrameDetections(frame.seq, frame.mono_ns, ())
+        try:
+            self._process(frame, found)
+        finally:
+            if self._release is not None:
+                self._release(frame.seq, [d.box for d in found.detections])
+
+    def _process(self, frame: Frame, found: FrameDetections) -> None:
         self.signal.observe(frame)
         state = self.signal.current(frame.mono_ns)
         tracks = self.tracker.update(found, frame.utc_ns)

@@ -1,0 +1,176 @@
+"""The frame ring slims camera frames the stages are done with, and packets lose nothing by it.
+
+A camera frame carries its 1920x1080 main image as an array (6.2 MB); the ring keeps, of a
+frame released by the rules stage, the picture at context width as a JPEG and full-resolution
+windows around its plates. These tests use real simulator frames turned into arrays (what a
+camera or a replayed file hands over) and build real packets from the slimmed ring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import simplejpeg
+
+from node.capture.frame import ArrayRef, Frame, KeptRef
+from node.capture.framering import KEEP_FULL, FrameRing, keep, windows_of
+from node.evidence.images import downscale
+from node.evidence.packet import from_violation, verify
+from tests.test_evidence_violation import CFG, CLOCK, KEY, KEYS, SIGNAL, Model, sim_case
+
+W, H = 1920, 1080
+
+
+def camera_frame(seq: int, rng: np.random.Generator | None = None) -> Frame:
+    """A frame as a camera hands it over: lores and main both arrays (noise: JPEG-hard)."""
+    rng = rng or np.random.default_rng(seq)
+    main = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    lores = np.ascontiguousarray(main[::2, ::2])
+    return Frame(seq, seq * 100_000_000, 0, lores, ArrayRef(main))
+
+
+def as_camera(frames: tuple[Frame, ...]) -> list[Frame]:
+    """Simulator frames with their main rendered into an array, as a camera would hold it."""
+    out = []
+    for f in frames:
+        main = f.main.array()
+        lores = np.ascontiguousarray(main[::2, ::2])
+        out.append(dataclasses.replace(f, main=ArrayRef(main), lores=lores))
+    return out
+
+
+def test_a_released_frame_keeps_context_and_sharp_plate_windows() -> None:
+    ring = FrameRing(seconds=10.0, max_bytes=2**30, keep_lores=2)
+    plate = (800.0, 600.0, 880.0, 620.0)
+    frames = [camera_frame(i) for i in range(4)]
+    for f in frames:
+        ring.push(f)
+    ring.release(1, [plate])
+    ring.push(camera_frame(4))  # slimming happens as frames arrive
+    kept = {f.seq: f for f in ring.by_seq(0, 9)}
+    assert isinstance(kept[0].main, KeptRef)  # never released, but older than the released 1
+    assert isinstance(kept[1].main, KeptRef)
+    assert all(isinstance(kept[s].main, ArrayRef) for s in (2, 3, 4))  # not done with yet
+    k1 = kept[1].main
+    assert isinstance(k1, KeptRef)
+    assert k1.shape == (H, W, 3)
+    assert k1.context_size == (960, 540)
+    assert kept[1].lores.size == 0
+    # the plate and its surround are the camera's own pixels, byte for byte
+    x0, y0, x1, y1 = 780, 590, 900, 630
+    region = k1.region((x0, y0, x1, y1))
+    assert region is not None
+    assert np.array_equal(region, frames[1].main.array()[y0:y1, x0:x1])
+    assert k1.region((0, 0, 100, 100)) is None  # elsewhere only the context picture is kept
+    assert k1.region((700, 590, 900, 630)) is None  # nor beyond the window's margin
+    k0 = kept[0].main
+    assert isinstance(k0, KeptRef)
+    assert k0.region((x0, y0, x1, y1)) is None  # released without boxes: no windows
+    context = k1.context()
+    assert context.shape == (540, 960, 3)
+    full = k1.array()  # for callers that want a full-size picture: sharp inside the window
+    assert full.shape == (H, W, 3)
+    assert np.array_equal(full[y0:y1, x0:x1], region)
+
+
+def test_the_ring_of_a_camera_stays_small() -> None:
+    """4 s at 10 frames/s of 1920x1080 frames: 250 MB as arrays, a few tens of MB slimmed."""
+    ring = FrameRing(seconds=4.0, max_bytes=2**30)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    base[:, :, :] = base[:1, :1, :]  # a flat picture, like a road, with one busy patch
+    base[500:540, 900:1000] = rng.integers(0, 256, (40, 100, 3), dtype=np.uint8)
+    for seq in range(60):
+        lores = np.ascontiguousarray(base[::2, ::2])
+        ring.push(Frame(seq, seq * 100_000_000, 0, lores, ArrayRef(base.copy())))
+        ring.release(seq, [(910.0, 505.0, 990.0, 535.0)])
+    frames = ring.by_seq(0, 59)
+    assert len(frames) == 41  # still 4 s of frames
+    slim = [f for f in frames if isinstance(f.main, KeptRef)]
+    assert len(slim) == 41 - 2  # all but the newest two (the console's live view)
+    full_mb = 41 * (base.nbytes + base[::2, ::2].nbytes) / 2**20
+    assert full_mb > 250
+    assert ring.nbytes / 2**20 < 18  # two whole frames (7.8 MB each) and 39 slim ones
+    assert ring.kept == 58
+
+
+def test_frames_no_stage_reaches_are_slimmed_after_keep_full() -> None:
+    ring = FrameRing(seconds=10.0, max_bytes=2**30, keep_lores=2)
+    for seq in range(KEEP_FULL + 3):
+        ring.push(camera_frame(seq))
+    kinds = [type(f.main) for f in ring.by_seq(0, 99)]
+    assert kinds == [KeptRef] * 3 + [ArrayRef] * KEEP_FULL
+
+
+def test_small_and_simulated_mains_are_kept_as_they_are() -> None:
+    ring = FrameRing(seconds=10.0, max_bytes=2**30, keep_lores=1)
+    small = np.zeros((120, 160, 3), np.uint8)
+    for seq in range(5):
+        ring.push(Frame(seq, seq, 0, small[::2, ::2].copy(), ArrayRef(small)))
+        ring.release(seq)
+    assert all(isinstance(f.main, ArrayRef) for f in ring.by_seq(0, 9))
+    assert ring.kept == 0
+
+
+def test_windows_are_clipped_to_the_picture() -> None:
+    wins = windows_of([(-5.0, 10.0, 40.0, 30.0), (1900.0, 1070.0, 1930.0, 1090.0)], 0.5, (H, W))
+    assert wins == [(0, 0, 63, 42), (1885, 1058, 1920, 1080)]  # 12 px at least, 0.5 box sizes
+    kept = keep(np.zeros((H, W, 3), np.uint8), wins)
+    assert [px.shape for _, px in kept.windows] == [(42, 63, 3), (22, 35, 3)]
+    assert simplejpeg.decode_jpeg_header(kept.jpeg)[:2] == (540, 960)
+
+
+def test_a_packet_from_slimmed_frames_has_the_same_plate_crop() -> None:
+    """The violation packet built from the ring after slimming: the plate crop is the very
+    same JPEG as from the whole frames, the context frames the same size and nearly the same
+    pixels, and the manifest says the crop is at full resolution."""
+    v, sim_frames = sim_case()
+    frames = as_camera(sim_frames)
+    boxes = dict(v.plate_boxes)
+    ring = FrameRing(seconds=30.0, max_bytes=2**31, keep_lores=1)
+    for f in frames:
+        ring.push(f)
+        ring.release(f.seq, [boxes[f.seq]] if f.seq in boxes else [])
+    ring.push(dataclasses.replace(frames[-1], seq=frames[-1].seq + 1))  # slims the last one
+    slim = ring.by_seq(v.seq_before, v.seq_after)
+    by_seq = {f.seq: f for f in frames}
+    assert slim
+    assert all(isinstance(f.main, KeptRef) for f in slim)
+    whole = verify(
+        from_violation(v, frames, CFG, KEY, None, Model(), SIGNAL, clock=CLOCK).data, KEYS
+    )
+    thin = verify(from_violation(v, slim, CFG, KEY, None, Model(), SIGNAL, clock=CLOCK).data, KEYS)
+    assert thin.manifest["plate"] == whole.manifest["plate"]
+    assert thin.manifest["plate"]["full_resolution"] is True
+    assert thin.parts["plate.jpg"] == whole.parts["plate.jpg"]
+    assert sorted(thin.parts) == sorted(whole.parts)
+    for a, b in zip(thin.manifest["context"], whole.manifest["context"], strict=True):
+        assert (a["seq"], a["width"], a["height"], a["scale"]) == (
+            b["seq"],
+            b["width"],
+            b["height"],
+            b["scale"],
+        )
+        truth, _ = downscale(by_seq[a["seq"]].main.array(), a["width"])
+        err_thin = np.abs(simplejpeg.decode_jpeg(thin.parts[a["part"]]) - truth.astype(int))
+        err_whole = np.abs(simplejpeg.decode_jpeg(whole.parts[b["part"]]) - truth.astype(int))
+        # one more JPEG generation (at quality 90) costs little next to the packet's own
+        assert float(err_thin.mean()) < 1.25 * float(err_whole.mean()) + 0.5
+
+
+def test_a_packet_says_when_no_frame_kept_the_plate_sharp() -> None:
+    v, sim_frames = sim_case()
+    frames = as_camera(sim_frames)
+    ring = FrameRing(seconds=30.0, max_bytes=2**31, keep_lores=1)
+    for f in frames:
+        ring.push(f)
+        ring.release(f.seq)  # no plate boxes: no windows
+    ring.push(dataclasses.replace(frames[-1], seq=frames[-1].seq + 1))
+    slim = ring.by_seq(v.seq_before, v.seq_after)
+    got = verify(from_violation(v, slim, CFG, KEY, None, Model(), SIGNAL, clock=CLOCK).data, KEYS)
+    plate = got.manifest["plate"]
+    assert plate["full_resolution"] is False
+    x0, y0, x1, y1 = plate["crop_box"]
+    image = simplejpeg.decode_jpeg(got.parts["plate.jpg"])
+    assert image.shape == (y1 - y0, x1 - x0, 3)  # still the crop's size, scaled up
