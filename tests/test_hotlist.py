@@ -181,3 +181,11 @@ def test_hotlist_hash_command_writes_a_private_hashed_copy(tmp_path: Path) -> No
     )  # fmt: skip
     assert again.returncode == 1
     assert "expects a plain hotlist" in again.stderr
+
+
+def test_a_malformed_plate_is_not_repeated_in_the_error() -> None:
+    """Errors go to logs and consoles: never the (near-)plate number itself."""
+    for bad in ("98A1234567890", "9"):
+        with pytest.raises(HotlistError, match="entry 0: 'plate' must have 2-12") as e:
+            Hotlist.parse({"entries": [{"plate": bad, "reason": "X"}]}, "hot.json", SALT)
+        assert bad not in str(e.value)

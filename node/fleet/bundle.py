@@ -51,6 +51,8 @@ VERSION_PATTERN = r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}"
 SHA256_PATTERN = r"[0-9a-f]{64}"
 # what each kind must hold (docs/fleet-updates.md)
 CONFIG_MEMBER = "config.toml"
+HOTLIST_MEMBER = "hotlist.json"  # a config bundle's optional hotlist (docs/fleet-updates.md)
+CONFIG_MEMBERS = (CONFIG_MEMBER, HOTLIST_MEMBER)  # all a config bundle may hold
 MODEL_MEMBER = "model.json"
 PRIVATE_KEY_FILE = "fleet.key"
 PUBLIC_KEY_FILE = "fleet.pub"
@@ -327,14 +329,36 @@ def collect(paths: Iterable[Path]) -> dict[str, Path]:
 
 
 def check_content(kind: str, names: Iterable[str]) -> None:
-    """What each kind must hold: config.toml; model.json; at least one top-level wheel."""
+    """What each kind must hold: config.toml (and at most hotlist.json besides: never a key
+    file, which each node has provisioned on its own); model.json; at least one top-level
+    wheel."""
     names = set(names)
     if kind == "config" and CONFIG_MEMBER not in names:
         raise BundleError(f"a config bundle must hold {CONFIG_MEMBER}")
+    if kind == "config" and names - set(CONFIG_MEMBERS):
+        extra = sorted(names - set(CONFIG_MEMBERS))[0]
+        raise BundleError(
+            f"a config bundle holds only {' and '.join(CONFIG_MEMBERS)}, not {extra!r} "
+            "(a hotlist key is provisioned on each node, never shipped)"
+        )
     if kind == "model" and MODEL_MEMBER not in names:
         raise BundleError(f"a model bundle must hold {MODEL_MEMBER} (the detector manifest)")
     if kind == "software" and not any("/" not in n and n.endswith(".whl") for n in names):
         raise BundleError("a software bundle must hold the wheels (*.whl) at its top level")
+
+
+def check_hotlist_source(path: Path) -> None:
+    """Refuse to build a config bundle whose hotlist a node would refuse: not JSON, a bad
+    entry, or already stale (BundleError naming the file). The node checks again, with its
+    key, before it switches."""
+    import time
+
+    from node.plates.hotlist import HotlistError, check_document, read_document
+
+    try:
+        check_document(read_document(path), str(path), time.time())
+    except HotlistError as e:
+        raise BundleError(str(e)) from None
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
@@ -385,6 +409,8 @@ def create(
         raise BundleError(f"rollout {rollout_pct}: must be 0..100 percent")
     files = collect(paths)
     check_content(kind, files)
+    if kind == "config" and HOTLIST_MEMBER in files:
+        check_hotlist_source(files[HOTLIST_MEMBER])
     members = []
     for name, path in sorted(files.items()):
         digest, size = _hash_file(path)

@@ -8,6 +8,8 @@ Layout under the fleet root (STATE_DIR/fleet):
     models/current, previous
     config/<version>.toml      config as the node runs it; the live config path (the agent's
     config/previous.toml        --config) becomes a link to it, switched by an atomic rename
+    config/<version>.hotlist.json  that config's hotlist (from the bundle, or carried over),
+                               which its [reader] hotlist names; kept and pruned with it
     journal.json               the update in progress (one step at a time, atomic writes)
     state.json                 current/previous version of each kind, last result, history
     incoming/                  the bundle being processed (kept until committed/rolled back)
@@ -53,6 +55,7 @@ from node.config import FleetConfig
 from node.fleet import KINDS, BundleError, InstallError
 from node.fleet.bundle import (
     CONFIG_MEMBER,
+    HOTLIST_MEMBER,
     MODEL_MEMBER,
     Limits,
     Manifest,
@@ -83,6 +86,7 @@ SOFTWARE_SLOT = "releases"
 MODEL_SLOT = "models"
 CONFIG_SLOT = "config"
 SLOT_DIR = {"software": SOFTWARE_SLOT, "model": MODEL_SLOT, "config": CONFIG_SLOT}
+HOTLIST_SUFFIX = ".hotlist.json"  # config/<version>.hotlist.json goes with config/<version>.toml
 
 Installer = Callable[[Path, Manifest], None]  # (release dir with wheels/, manifest): make venv/
 Probe = Callable[[], dict[str, Any]]  # the service's status; raises on no answer
@@ -250,6 +254,27 @@ class Hooks:
     poll_s: float = 1.0  # between health probes
 
 
+def carries_hotlist(v: Verified) -> bool:
+    """A config bundle with a hotlist: plate numbers, never kept on the node once refused."""
+    return v.manifest.kind == "config" and any(m.path == HOTLIST_MEMBER for m in v.manifest.files)
+
+
+def companion(config_file: Path) -> Path:
+    """The hotlist file that goes with config/<version>.toml."""
+    return config_file.with_name(config_file.name.removesuffix(".toml") + HOTLIST_SUFFIX)
+
+
+@dataclass(frozen=True)
+class HotlistPlan:
+    """The hotlist a new config will use: `source` is copied next to it (None: used where it
+    is, or no hotlist); `name` names it in errors; `fresh`: newly delivered (checked for
+    staleness too, not only form)."""
+
+    source: Path | None = None
+    name: str = ""
+    fresh: bool = False
+
+
 @dataclass(frozen=True)
 class Result:
     result: str  # committed, rolled_back, rejected, failed, skipped, nothing
@@ -332,14 +357,19 @@ class Updater:
 
     # --- arrival -------------------------------------------------------------------------
 
-    def reject(self, path: Path, reason: str, result: str = "rejected", **what: str) -> Result:
-        """Move `path` aside to rejected/ with a .reason file; record the result."""
+    def reject(
+        self, path: Path, reason: str, result: str = "rejected", keep: bool = True, **what: str
+    ) -> Result:
+        """Move `path` aside to rejected/ with a .reason file (`keep` false: delete it, keep
+        only the reason); record the result."""
         reason = reason.replace(str(path), path.name)  # our folders are no news
         res = Result(result, reason, **what)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         dest = self.root / "rejected" / f"{stamp}-{path.name}"[:200]
         try:
-            if path.exists():
+            if not keep:
+                path.unlink(missing_ok=True)
+            elif path.exists():
                 os.replace(path, dest)
             write_atomic(dest.with_name(dest.name + ".reason"), (reason + "\n").encode("utf-8"))
         except OSError as e:
@@ -350,13 +380,12 @@ class Updater:
         return res
 
     def _prune_rejected(self) -> None:
-        bundles = sorted(
-            (p for p in (self.root / "rejected").iterdir() if not p.name.endswith(".reason")),
-            key=lambda p: p.name,
-        )
-        for old in bundles[:-KEEP_REJECTED]:
-            old.unlink(missing_ok=True)
-            old.with_name(old.name + ".reason").unlink(missing_ok=True)
+        folder = self.root / "rejected"
+        # by name (a UTC stamp first); a bundle not kept has its .reason only
+        names = sorted({p.name.removesuffix(".reason") for p in folder.iterdir()})
+        for old in names[:-KEEP_REJECTED]:
+            (folder / old).unlink(missing_ok=True)
+            (folder / (old + ".reason")).unlink(missing_ok=True)
 
     def trusted(self) -> dict[str, Any]:
         return trusted_keys([self.cfg.key, self.cfg.next_key])
@@ -396,7 +425,7 @@ class Updater:
         try:
             self.check(v)
         except BundleError as e:
-            return self.reject(path, str(e), **what)
+            return self.reject(path, str(e), keep=not carries_hotlist(v), **what)
         place = cohort(self.node_id, v.bundle_id)
         if place >= v.manifest.rollout_pct:
             pct = v.manifest.rollout_pct
@@ -442,7 +471,8 @@ class Updater:
             self._clean_new(doc)
             remove_tree(staging)
             (self.root / JOURNAL).unlink(missing_ok=True)
-            return self.reject(v.path, f"install failed: {reason}", "failed", **what)
+            keep = not carries_hotlist(v)  # a refused hotlist is not kept on the node
+            return self.reject(v.path, f"install failed: {reason}", "failed", keep, **what)
         finally:
             remove_tree(staging)
         return self._switch_and_prove(doc)
@@ -503,6 +533,8 @@ class Updater:
         for table in ("node", "fleet"):
             if table not in raw and table in local:
                 raw[table] = local[table]
+        final = slot / f"{v.manifest.version}.toml"
+        hotlist = self._plan_hotlist(raw, local, staging, final)
         try:
             cfg = validate(raw)
         except ConfigError as e:
@@ -512,15 +544,123 @@ class Updater:
             ) from None
         if not (cfg.fleet.key or cfg.fleet.next_key):
             raise InstallError("config.toml has no fleet key: it would lock out every update")
+        if cfg.reader.hotlist:
+            self._check_hotlist(cfg, hotlist)
         old = read_link(self.config_path) if self.config_path.is_symlink() else None
         if old is None and self.config_path.exists():  # a local file: keep it to roll back to
             data = self.config_path.read_bytes()
             keep = slot / f"local-{hashlib.sha256(data).hexdigest()[:12]}.toml"
             write_atomic(keep, data)
             old = str(keep)
-        final = slot / f"{v.manifest.version}.toml"
+        if hotlist.source is not None and hotlist.source != companion(final):
+            write_atomic(companion(final), hotlist.source.read_bytes())
         write_atomic(final, tomli_w.dumps(raw).encode("utf-8"))
         return str(final), old
+
+    # --- the hotlist a config bundle carries (or the node keeps) ------------------------------
+
+    def _plan_hotlist(
+        self, raw: dict[str, Any], local: dict[str, Any], staging: Path, final: Path
+    ) -> HotlistPlan:
+        """Settle the new config's [reader] hotlist keys (in `raw`) and say which file to check
+        and place next to `final` (docs/fleet-updates.md, "The hotlist"):
+
+        - the bundle holds hotlist.json: it goes to config/<version>.hotlist.json, and the new
+          config's `hotlist` names it (config.toml may leave the key out or name hotlist.json);
+        - config.toml sets `hotlist`: "" is no hotlist; another value must be an absolute path
+          inside the node's state or config folder (a file provisioned on the node), never a
+          path a bundle could point anywhere;
+        - neither: the node keeps the hotlist it has (copied along with the new config version,
+          so a rollback or a pruned old version never takes it away).
+
+        `hotlist_hashed` and `hotlist_salt_file` (a node's own provisioning) are kept from the
+        node's config when config.toml does not set them; a salt file it sets must be inside
+        the state or config folder too."""
+        reader = raw.get("reader", {})
+        if not isinstance(reader, dict):
+            return HotlistPlan()  # validate() says what is wrong with it
+        given = dict(reader)
+        mine = local.get("reader") if isinstance(local.get("reader"), dict) else {}
+        assert isinstance(mine, dict)
+        for key in ("hotlist_hashed", "hotlist_salt_file"):
+            if key not in given and key in mine:
+                reader[key] = mine[key]
+        if isinstance(given.get("hotlist_salt_file"), str) and given["hotlist_salt_file"]:
+            self._inside_node(given["hotlist_salt_file"], "hotlist_salt_file")
+        member = staging / HOTLIST_MEMBER
+        plan = HotlistPlan()
+        if member.is_file():
+            if given.get("hotlist", HOTLIST_MEMBER) != HOTLIST_MEMBER:
+                raise InstallError(
+                    f"config.toml [reader] hotlist {given['hotlist']!r}: the bundle carries "
+                    f"{HOTLIST_MEMBER}; leave the key out or name {HOTLIST_MEMBER}"
+                )
+            reader["hotlist"] = str(companion(final))
+            plan = HotlistPlan(member, HOTLIST_MEMBER, fresh=True)
+        elif "hotlist" in given:
+            value = given["hotlist"]
+            if value == HOTLIST_MEMBER:
+                raise InstallError(
+                    f"config.toml [reader] hotlist names {HOTLIST_MEMBER}, which the bundle "
+                    "does not hold"
+                )
+            if isinstance(value, str) and value:
+                self._inside_node(value, "hotlist")
+                plan = HotlistPlan(None, value, fresh=True)
+        elif isinstance(mine.get("hotlist"), str) and mine["hotlist"]:
+            kept = Path(mine["hotlist"])
+            if kept.parent == self.root / CONFIG_SLOT:  # a bundle's: goes along, version by version
+                reader["hotlist"] = str(companion(final))
+                plan = HotlistPlan(kept, f"the node's hotlist ({kept.name})")
+            else:  # provisioned on the node by hand: stays where it is
+                reader["hotlist"] = str(kept)
+                plan = HotlistPlan(None, f"the node's hotlist ({kept})")
+        if reader and "reader" not in raw:
+            raw["reader"] = reader
+        return plan
+
+    def _inside_node(self, value: str, key: str) -> None:
+        """Refuse a path from a config bundle that is not an absolute path inside the node's
+        state dir or config dir (links resolved), or that is inside the fleet folder (the
+        agent's own, pruned)."""
+        assert self.config_path is not None
+        path = Path(value)
+        roots = list(dict.fromkeys([self.root.parent, self.config_path.parent]))
+        shown = ", ".join(str(r) for r in roots)
+        if not path.is_absolute():
+            raise InstallError(
+                f"config.toml [reader] {key} {value!r}: must be an absolute path inside {shown}"
+            )
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(os.path.realpath(r)) for r in roots) or real.is_relative_to(
+            os.path.realpath(self.root)
+        ):
+            raise InstallError(
+                f"config.toml [reader] {key} {value!r}: outside the node's folders ({shown}); "
+                f"refused (ship a hotlist in the bundle as {HOTLIST_MEMBER})"
+            )
+
+    def _check_hotlist(self, cfg: Any, plan: HotlistPlan) -> None:
+        """The hotlist the new config names must load as the service will load it (with the
+        node's key when hashed); a newly delivered one must not be stale. InstallError naming
+        it otherwise: the node keeps its config and hotlist."""
+        from node.plates.hotlist import Hotlist, HotlistError
+
+        r = cfg.reader
+        name = plan.name or r.hotlist
+        if r.hotlist_hashed and not r.hotlist_salt_file:
+            raise InstallError(
+                f"hotlist refused: {name}: a hashed hotlist needs [reader] hotlist_salt_file "
+                "(the key is provisioned on the node, never shipped)"
+            )
+        path = plan.source or Path(r.hotlist)
+        try:
+            hotlist = Hotlist.load(path, r.hotlist_salt_file or None, r.hotlist_hashed, name)
+            if plan.fresh:
+                hotlist.check_current(time.time(), name)
+        except HotlistError as e:
+            raise InstallError(f"hotlist refused: {e}") from None
+        log.info("update config: hotlist %s checked (%d entries)", name, len(hotlist))
 
     def _live_config_raw(self) -> dict[str, Any]:
         if self.config_path is None:
@@ -554,6 +694,8 @@ class Updater:
             candidate = slot / f"{doc['version']}.toml"
         if candidate.name not in keep and str(candidate) not in keep:
             remove_tree(candidate)
+            if kind == "config":
+                remove_tree(companion(candidate))
 
     # --- manual rollback (the technician's `update rollback`) ---------------------------
 
@@ -649,6 +791,15 @@ class Updater:
                     ": "
                 ),
             )
+        rules = s.get("rules")
+        reader = rules.get("reader") if isinstance(rules, dict) else None
+        if (
+            doc["kind"] == "config"
+            and isinstance(reader, dict)
+            and reader.get("state") == "failed"
+            and str(reader.get("error", "")).startswith("hotlist")
+        ):  # the service could not load the new config's hotlist
+            return first, f"reader {reader.get('error')}"
         store = s.get("store")
         if isinstance(store, dict) and (
             store.get("state") == "failed" or store.get("writable") is False
@@ -723,12 +874,18 @@ class Updater:
             if not p.is_symlink()
             and p.name not in ("current", "previous")
             and not p.name.startswith(".")
+            and not p.name.endswith(HOTLIST_SUFFIX)  # goes with its config file
             and p.name not in keep
             and str(p) not in keep
         ]
         entries.sort(key=lambda p: p.stat().st_mtime)
         for old in entries[: max(0, len(entries) - (self.cfg.keep_releases - 2))]:
             remove_tree(old)
+        if kind == "config":  # a hotlist whose config is gone (pruned, or a crash between)
+            for p in slot.glob("*" + HOTLIST_SUFFIX):
+                owner = p.with_name(p.name.removesuffix(HOTLIST_SUFFIX) + ".toml")
+                if not owner.exists() and not p.name.startswith("."):
+                    remove_tree(p)
 
     # --- recovery ------------------------------------------------------------------------
 

@@ -1,9 +1,14 @@
 """The hotlist: plates wanted by investigators, each with a reason code and an expiry.
 
-File (JSON, delivered by a signed fleet config update; see docs/configuration.md [reader]):
+File (JSON, delivered as `hotlist.json` in a signed fleet config bundle, docs/fleet-updates.md;
+see docs/configuration.md [reader]):
 
-    {"version": 1, "hashed": false,
+    {"version": 1, "hashed": false, "expires": "2027-01-31T00:00:00Z",
      "entries": [{"plate": "98A-123.45", "reason": "STOLEN", "expires": "2026-12-31T00:00:00Z"}]}
+
+`expires` (optional, on the list and on each entry): after it the list, or the entry, never
+matches. An install refuses a list that is already stale (`check_current`): past its own
+`expires`, or holding entries of which none is live any more.
 
 Plates are compared on their letters and digits only (`normalize`). A hashed hotlist carries
 `"digest"` (lowercase hex HMAC-SHA256 of the normalised plate under the fleet's key, the
@@ -17,7 +22,8 @@ Matching a read:
   and the hit is flagged `fuzzy` (a person must look: the read may be another vehicle).
   Variants are generated from the read and looked up, so a hashed list matches the same way.
 
-Expired entries never match. A malformed file is refused whole (`HotlistError`, one line).
+Expired entries (and every entry of an expired list) never match. A malformed file is refused
+whole (`HotlistError`, one line naming the file).
 """
 
 from __future__ import annotations
@@ -133,11 +139,16 @@ class Hotlist:
     """Entries by key (normalised plate, or digest), ready to match reads."""
 
     def __init__(
-        self, entries: Iterable[HotlistEntry], hashed: bool = False, salt: bytes = b""
+        self,
+        entries: Iterable[HotlistEntry],
+        hashed: bool = False,
+        salt: bytes = b"",
+        expires_utc_s: float | None = None,
     ) -> None:
         if hashed and len(salt) < MIN_SALT_BYTES:
             raise HotlistError(f"a hashed hotlist needs a key of at least {MIN_SALT_BYTES} bytes")
         self.hashed = hashed
+        self.expires_utc_s = expires_utc_s  # the list's own end (None: none)
         self._salt = salt
         self._by_key: dict[str, HotlistEntry] = {}
         for e in entries:
@@ -149,7 +160,20 @@ class Hotlist:
     def _key(self, plate: str) -> str:
         return hash_plate(plate, self._salt) if self.hashed else plate
 
+    def live(self, now_utc_s: float) -> bool:
+        """Whether the list as a whole is still in force (not past its own `expires`)."""
+        return self.expires_utc_s is None or now_utc_s < self.expires_utc_s
+
+    def check_current(self, now_utc_s: float, source: str) -> None:
+        """HotlistError (one line naming `source`) when the list is stale: past its own
+        `expires`, or not empty with every entry expired. Entries expiring one by one are
+        normal; a list of only dead entries is a build or delivery mistake, and installing it
+        would silently end every alert."""
+        check_current(self._by_key.values(), self.expires_utc_s, now_utc_s, source)
+
     def _lookup(self, plate: str, now_utc_s: float) -> HotlistEntry | None:
+        if not self.live(now_utc_s):
+            return None
         entry = self._by_key.get(self._key(plate))
         return entry if entry is not None and entry.live(now_utc_s) else None
 
@@ -206,66 +230,114 @@ class Hotlist:
     def parse(cls, raw: Any, source: str, salt: bytes = b"", hashed: bool | None = None) -> Hotlist:
         """A hotlist from decoded JSON `raw` (read from `source`). `hashed`: what the config
         expects (None: whatever the file says); a file that disagrees is refused."""
-        if not isinstance(raw, Mapping):
-            raise HotlistError(f"{source}: must be a JSON object, got {type(raw).__name__}")
-        if raw.get("version", 1) != 1:
-            raise HotlistError(f"{source}: unsupported version {raw.get('version')!r} (know 1)")
-        file_hashed = raw.get("hashed", False)
-        if not isinstance(file_hashed, bool):
-            raise HotlistError(f"{source}: 'hashed' must be true or false")
-        if hashed is not None and file_hashed != hashed:
-            want = "hashed" if hashed else "plain"
-            raise HotlistError(f"{source}: the config expects a {want} hotlist, the file is not")
-        items = raw.get("entries")
-        if not isinstance(items, list):
-            raise HotlistError(f"{source}: 'entries' must be a list")
-        if len(items) > MAX_ENTRIES:
-            raise HotlistError(f"{source}: {len(items)} entries, more than {MAX_ENTRIES}")
-        entries = []
-        for i, item in enumerate(items):
-            where = f"{source}: entry {i}"
-            if not isinstance(item, Mapping):
-                raise HotlistError(f"{where}: must be an object")
-            unknown = sorted(set(item) - {"plate", "digest", "reason", "expires", "note"})
-            if unknown:
-                raise HotlistError(f"{where}: unknown key {unknown[0]!r}")
-            reason = item.get("reason")
-            if not isinstance(reason, str) or not REASON_RE.fullmatch(reason):
-                raise HotlistError(f"{where}: 'reason' must be 1-32 of A-Z 0-9 _ -, got {reason!r}")
-            if file_hashed:
-                key = item.get("digest")
-                if "plate" in item:
-                    raise HotlistError(f"{where}: a hashed hotlist must not hold 'plate'")
-                if not isinstance(key, str) or not DIGEST_RE.fullmatch(key):
-                    raise HotlistError(f"{where}: 'digest' must be 64 lowercase hex digits")
-            else:
-                plate = item.get("plate")
-                key = normalize(plate) if isinstance(plate, str) else ""
-                if not 2 <= len(key) <= 12:
-                    raise HotlistError(
-                        f"{where}: 'plate' must have 2-12 letters and digits, got {plate!r}"
-                    )
-            entries.append(HotlistEntry(key, reason, parse_expiry(item.get("expires"), where)))
-        return cls(entries, file_hashed, salt)
+        entries, file_hashed, expires = parse_document(raw, source, hashed)
+        return cls(entries, file_hashed, salt, expires)
 
     @classmethod
     def load(
-        cls, path: Path | str, salt_file: Path | str | None = None, hashed: bool | None = None
+        cls,
+        path: Path | str,
+        salt_file: Path | str | None = None,
+        hashed: bool | None = None,
+        name: str | None = None,
     ) -> Hotlist:
-        """Read the hotlist at `path` (and, for a hashed one, its key from `salt_file`)."""
+        """Read the hotlist at `path` (and, for a hashed one, its key from `salt_file`).
+        Errors name the file as `name` (default: its path)."""
         path = Path(path)
-        try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise HotlistError(f"{path}: hotlist is larger than {MAX_FILE_BYTES} bytes")
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise HotlistError(f"{path}: hotlist not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise HotlistError(f"{path}: cannot read hotlist: {e}") from None
-        except json.JSONDecodeError as e:
-            raise HotlistError(f"{path}: not valid JSON: {e.msg} (line {e.lineno})") from None
+        raw = read_document(path, name)
         salt = read_salt(Path(salt_file)) if salt_file else b""
-        return cls.parse(raw, str(path), salt, hashed)
+        return cls.parse(raw, name or str(path), salt, hashed)
+
+
+def read_document(path: Path, name: str | None = None) -> Any:
+    """The decoded JSON of the hotlist file at `path` (HotlistError naming it as `name`)."""
+    shown = name or str(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise HotlistError(f"{shown}: hotlist is larger than {MAX_FILE_BYTES} bytes")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HotlistError(f"{shown}: hotlist not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HotlistError(f"{shown}: cannot read hotlist: {e}") from None
+    except json.JSONDecodeError as e:
+        raise HotlistError(f"{shown}: not valid JSON: {e.msg} (line {e.lineno})") from None
+
+
+def parse_document(
+    raw: Any, source: str, hashed: bool | None = None
+) -> tuple[list[HotlistEntry], bool, float | None]:
+    """Check a decoded hotlist document (no key needed, so a bundle builder can check a hashed
+    list too): (entries, hashed, the list's expiry). `hashed`: what the config expects."""
+    if not isinstance(raw, Mapping):
+        raise HotlistError(f"{source}: must be a JSON object, got {type(raw).__name__}")
+    if raw.get("version", 1) != 1:
+        raise HotlistError(f"{source}: unsupported version {raw.get('version')!r} (know 1)")
+    file_hashed = raw.get("hashed", False)
+    if not isinstance(file_hashed, bool):
+        raise HotlistError(f"{source}: 'hashed' must be true or false")
+    if hashed is not None and file_hashed != hashed:
+        want = "hashed" if hashed else "plain"
+        raise HotlistError(f"{source}: the config expects a {want} hotlist, the file is not")
+    items = raw.get("entries")
+    if not isinstance(items, list):
+        raise HotlistError(f"{source}: 'entries' must be a list")
+    if len(items) > MAX_ENTRIES:
+        raise HotlistError(f"{source}: {len(items)} entries, more than {MAX_ENTRIES}")
+    entries = []
+    for i, item in enumerate(items):
+        where = f"{source}: entry {i}"
+        if not isinstance(item, Mapping):
+            raise HotlistError(f"{where}: must be an object")
+        unknown = sorted(set(item) - {"plate", "digest", "reason", "expires", "note"})
+        if unknown:
+            raise HotlistError(f"{where}: unknown key {unknown[0]!r}")
+        reason = item.get("reason")
+        if not isinstance(reason, str) or not REASON_RE.fullmatch(reason):
+            raise HotlistError(f"{where}: 'reason' must be 1-32 of A-Z 0-9 _ -, got {reason!r}")
+        if file_hashed:
+            key = item.get("digest")
+            if "plate" in item:
+                raise HotlistError(f"{where}: a hashed hotlist must not hold 'plate'")
+            if not isinstance(key, str) or not DIGEST_RE.fullmatch(key):
+                raise HotlistError(f"{where}: 'digest' must be 64 lowercase hex digits")
+        else:
+            plate = item.get("plate")
+            key = normalize(plate) if isinstance(plate, str) else ""
+            if not 2 <= len(key) <= 12:
+                got = f"{len(key)}" if isinstance(plate, str) else type(plate).__name__
+                raise HotlistError(  # never the value itself: it may be most of a plate number
+                    f"{where}: 'plate' must have 2-12 letters and digits, got {got}"
+                )
+        entries.append(HotlistEntry(key, reason, parse_expiry(item.get("expires"), where)))
+    return entries, file_hashed, parse_expiry(raw.get("expires"), source)
+
+
+def check_current(
+    entries: Iterable[HotlistEntry], expires_utc_s: float | None, now_utc_s: float, source: str
+) -> None:
+    """See `Hotlist.check_current`."""
+    if expires_utc_s is not None and now_utc_s >= expires_utc_s:
+        raise HotlistError(f"{source}: the hotlist expired at {_iso(expires_utc_s)}")
+    entries = list(entries)
+    if entries and not any(e.live(now_utc_s) for e in entries):
+        last = max(e.expires_utc_s or 0.0 for e in entries)
+        raise HotlistError(
+            f"{source}: every one of its {len(entries)} entries has expired (the last at "
+            f"{_iso(last)})"
+        )
+
+
+def check_document(raw: Any, source: str, now_utc_s: float, hashed: bool | None = None) -> int:
+    """Check a decoded hotlist document as an install would, but without its key (a bundle
+    builder has none): well formed, and not stale. The number of entries."""
+    entries, _, expires = parse_document(raw, source, hashed)
+    check_current(entries, expires, now_utc_s, source)
+    return len(entries)
+
+
+def _iso(utc_s: float) -> str:
+    return dt.datetime.fromtimestamp(utc_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_salt(path: Path) -> bytes:
