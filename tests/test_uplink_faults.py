@@ -85,6 +85,33 @@ def test_all_packets_delivered_in_priority_order(
     assert "plain http" in s["warnings"][0]
 
 
+def test_an_alert_overtakes_the_batch_going_out(
+    tmp_path: Path, store: PacketStore, key: Ed25519PrivateKey
+) -> None:
+    """An alert stored while a batch of violations is on its way is the next packet sent,
+    not the ninth: the rest of the batch goes back to the queue."""
+    low = packets(8, key, priority=PRIORITY_VIOLATION)
+    alert = packets(1, key, priority=PRIORITY_ALERT)[0]
+    fill(store, low)
+    order: list[str] = []
+
+    def arrived(packet_id: str, status: str) -> None:
+        order.append(packet_id)
+        if len(order) == 1:  # while the uploader waits for the first answer
+            fill(store, [alert])
+
+    server = IngestServer(tmp_path / "central2", {NODE.id: key.public_key()}, on_result=arrived)
+    server.start()
+    try:
+        up = Uploader(store, uplink_cfg(server.url), policy=FAST)
+        run_until(up, lambda: len(acked_ids(store)) == 9)
+    finally:
+        server.stop()
+    assert order[0] in {p.id for p in low}
+    assert order[1] == alert.id
+    assert sorted(order[2:]) == sorted(p.id for p in low if p.id != order[0])  # each once
+
+
 def test_500_and_503_then_200(
     store: PacketStore, ingest: IngestServer, key: Ed25519PrivateKey, results: Results
 ) -> None:

@@ -900,6 +900,16 @@ class PacketStore:
                 _unlink_quietly(self.acked_dir / packet_id)
             self._expire()
 
+    def most_urgent_ready(self) -> int | None:
+        """The lowest priority number among ready packets; None when none is ready."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"store {self.directory}: closed")
+            row = self._conn.execute(
+                "SELECT priority FROM packets WHERE state = 'ready' ORDER BY priority LIMIT 1"
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     def release(self, packet_id: str) -> None:
         """Put an in-flight packet back to ready (the upload failed for now)."""
         with self._lock:

@@ -388,8 +388,8 @@ class Uploader:
             return self.cfg.idle_poll_s
         for i, claimed in enumerate(claims):
             closed = False
-            if self._stop.is_set():
-                delay = 0.0
+            if self._stop.is_set() or (i and self._overtaken(claimed)):
+                delay = 0.0  # (overtaken: the rest go back, the urgent one is claimed next)
             elif not self._window_allows(claimed):
                 closed = True
                 delay = min(60.0, self.windows.seconds_until_open(self._local_now()))
@@ -403,6 +403,16 @@ class Uploader:
                 self._state = "window"
             return delay
         return 0.0
+
+    def _overtaken(self, claimed: Claimed) -> bool:
+        """A more urgent packet (a hotlist alert) arrived while this batch was going out."""
+        if claimed.priority <= 0:
+            return False
+        try:
+            urgent = self.store.most_urgent_ready()
+        except StoreError:
+            return False
+        return urgent is not None and urgent < claimed.priority
 
     def _window_allows(self, claimed: Claimed) -> bool:
         if self.windows.always or claimed.priority <= self.cfg.urgent_priority:
