@@ -42,7 +42,8 @@ def register(sub: Any) -> None:
         "--soak",
         type=_seconds,
         metavar="SECONDS",
-        help="instead of the suite: run the node on the sim this long and record its RSS",
+        help="instead of the suite: run the node this long on the sim with camera-like frames "
+        "(main as an array) and record its RSS",
     )
     p.add_argument(
         "--profile", type=Path, metavar="FILE", help="also cProfile the stages into FILE"
@@ -103,7 +104,7 @@ def _soak(args: argparse.Namespace, cfg: Any, work: Path) -> int:
         overrides.append(f"detector.model={json.dumps(str(manifest.resolve()))}")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     machine = suite.machine_info()
-    _log(f"soak: roadnode run on the sim for {args.soak:g} s")
+    _log(f"soak: roadnode run on {suite.CAMERA_SIM_URL} for {args.soak:g} s")
     out = suite.soak(args.config, overrides, args.soak, work, _log)
     machine["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {"schema": suite.SCHEMA, "started_utc": started, "machine": machine, "soak": out}

@@ -627,9 +627,11 @@ def _node_line(s: dict[str, Any]) -> str:
 def soak(
     config: Path | None, overrides: Sequence[str], seconds: float, work: Path, log: Log
 ) -> dict[str, Any]:
-    """`roadnode run` on the sim for `seconds`, RSS sampled every 10 s."""
+    """`roadnode run` for `seconds` on the sim handing over every main image as an array, as
+    a camera does (the harder case for memory: the ring slims real 6 MB frames), RSS sampled
+    every 10 s."""
     every = 10.0 if seconds >= 60 else max(1.0, seconds / 10)
-    out = run_node(config, overrides, seconds, work, log, sample_every_s=every)
+    out = run_node(config, overrides, seconds, work, log, sample_every_s=every, url=CAMERA_SIM_URL)
     curve = out.get("rss", {}).get("curve", [])
     if len(curve) >= 4:
         quarter = max(1, len(curve) // 4)
