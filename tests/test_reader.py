@@ -21,9 +21,11 @@ from node.infer.reader import (
     ReaderManifest,
     crop_plate,
     ctc_greedy,
+    deskew,
     make_read,
     plate_rows,
     read_reader_manifest,
+    shear_scores,
     split_row,
     to_grey,
 )
@@ -221,3 +223,254 @@ def test_percentiles_u8_equal_numpys() -> None:
             x = np.clip(rng.normal(128, rng.uniform(1, 60), shape), 0, 255).astype(np.uint8)
         for qs in ((2.0, 98.0), (0.0, 50.0, 100.0)):
             assert percentiles_u8(x, qs) == tuple(np.percentile(x, qs).tolist())
+
+
+# --- the fast pre-processing against the straightforward one it replaced -------------------
+#
+# `plate_rows` makes the training data too (tools/reader/data.py), so what the model sees
+# must not move by a grey level: the reference below is the first, plain implementation.
+
+REF_SHEARS = np.linspace(-0.5, 0.5, 21)
+
+
+def ref_to_grey(crop: U8) -> U8:
+    if crop.ndim == 2:
+        return crop
+    grey = crop[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+
+
+def ref_shear_scores(small: U8) -> list[float]:
+    """Every pixel of the |dI/dx| map binned under every shear, profile by profile."""
+    sh, sw = small.shape
+    energy = np.abs(np.diff(small.astype(np.float32), axis=1))
+    ys, xs = np.mgrid[0:sh, 0 : sw - 1]
+    centred = xs - (sw - 1) / 2.0
+    pad = int(np.ceil(0.5 * sw / 2.0)) + 1
+    span = sh + 2 * pad
+    scores = []
+    for s in REF_SHEARS:
+        rows = np.round(ys - s * centred).astype(np.int64) + pad
+        profile = np.bincount(np.clip(rows, 0, span - 1).ravel(), energy.ravel(), span)
+        scores.append(float(np.dot(profile, profile)))
+    return scores
+
+
+def ref_deskew(grey: U8) -> U8:
+    h, w = grey.shape
+    if w < 8 or h < 4:
+        return grey
+    sh = max(4, round(h * 64 / w))
+    small = np.asarray(Image.fromarray(grey).resize((64, sh), Image.Resampling.BILINEAR))
+    best, best_score = 0.0, -1.0
+    for s, score in zip(REF_SHEARS.tolist(), ref_shear_scores(small), strict=True):
+        if score > best_score * 1.0001:
+            best, best_score = s, score
+    if abs(best) < 0.02:
+        return grey
+    out = Image.fromarray(grey).transform(
+        (w, h),
+        Image.Transform.AFFINE,
+        (1.0, 0.0, 0.0, best, 1.0, -best * (w - 1) / 2.0),
+        Image.Resampling.BILINEAR,
+        fillcolor=int(np.median(grey)),
+    )
+    return np.asarray(out, np.uint8)
+
+
+def ref_ink(grey: U8) -> npt.NDArray[np.float64]:
+    ink: npt.NDArray[np.float64] = np.abs(np.diff(grey.astype(np.int16), axis=1)).mean(axis=1)
+    return ink
+
+
+def ref_text_band(grey: U8) -> U8:
+    h = grey.shape[0]
+    if h < 8:
+        return grey
+    k = max(1, h // 16)
+    smooth = np.convolve(ref_ink(grey), np.ones(2 * k + 1, np.float32) / (2 * k + 1), "same")
+    floor = float(np.percentile(smooth, 10.0))
+    inked = np.flatnonzero(smooth - floor >= 0.3 * (float(smooth.max()) - floor))
+    if inked.size == 0:
+        return grey
+    top, bottom = int(inked[0]), int(inked[-1]) + 1
+    grow = round((bottom - top) * 0.08)
+    top, bottom = max(0, top - grow), min(h, bottom + grow)
+    return grey if bottom - top < max(4, h // 5) else grey[top:bottom]
+
+
+def ref_split_row(grey: U8) -> int:
+    h = grey.shape[0]
+    lo, hi = int(h * 0.38), max(int(h * 0.38) + 1, int(np.ceil(h * 0.62)))
+    smooth = np.convolve(ref_ink(grey), np.ones(3, np.float32) / 3.0, mode="same")
+    return lo + int(np.argmin(smooth[lo:hi]))
+
+
+def ref_plate_rows(crop: U8, width: int, height: int, aspect: float) -> list[U8]:
+    band = ref_text_band(ref_deskew(ref_to_grey(crop)))
+    h, w = band.shape
+    rows = [band]
+    if w < aspect * h and h >= 8:
+        cut, pad = ref_split_row(band), max(1, round(h * 0.03))
+        rows = [band[: min(h, cut + pad)], band[max(0, cut - pad) :]]
+    out = []
+    for row in rows:
+        small = np.asarray(Image.fromarray(row).resize((width, height), Image.Resampling.BILINEAR))
+        lo, hi = np.percentile(small, (2.0, 98.0)).tolist()
+        if hi - lo >= 8.0:
+            stretched = (small.astype(np.float32) - float(lo)) * (255.0 / float(hi - lo))
+            small = np.clip(stretched + 0.5, 0, 255).astype(np.uint8)
+        out.append(small)
+    return out
+
+
+def varied_crops(count: int, seed: int) -> list[U8]:
+    """Plate crops as a camera might give them: every layout and colour, 30 to 260 px wide,
+    slanted, turned, on busy backgrounds, noisy, dim or washed out; RGB, RGBA and grey."""
+    rng = np.random.default_rng(seed)
+    texts = {"car1": "98A-123.45", "car2": "51G-678.90", "moto": "29-B1 234.56"}
+    plates = [
+        Image.fromarray(render_plate(texts[layout], layout, color, 1000.0))
+        for layout in LAYOUTS
+        for color in ("white", "yellow", "blue")
+    ]
+    crops = []
+    for i in range(count):
+        plate = plates[i % len(plates)]
+        width = round(math.exp(rng.uniform(math.log(30), math.log(260))))
+        plate = plate.resize((width, max(4, round(plate.height * width / plate.width))))
+        shear = float(rng.uniform(-0.45, 0.45)) if rng.random() < 0.7 else 0.0
+        pw, ph = plate.size
+        slant = abs(shear) * pw
+        plate = plate.transform(
+            (pw, round(ph + slant)),
+            Image.Transform.AFFINE,
+            (1, 0, 0, shear, 1, -slant if shear > 0 else 0),
+            Image.Resampling.BILINEAR,
+        )
+        plate = plate.rotate(float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR, expand=True)
+        margin = 30
+        size = (plate.width + 2 * margin, plate.height + 2 * margin)
+        back = rng.integers(0, 256, 3)[None, None] + rng.normal(0, 30, (size[1], size[0], 1))
+        canvas = Image.fromarray(np.clip(back, 0, 255).astype(np.uint8))
+        canvas.paste(plate, (margin, margin), plate)
+        pixels = np.asarray(canvas, np.float32) * rng.uniform(0.3, 1.3) + rng.uniform(-40, 40)
+        pixels += rng.normal(0, rng.uniform(0, 25), pixels.shape)
+        image = np.clip(pixels, 0, 255).astype(np.uint8)
+        jitter = rng.uniform(-0.08, 0.08, 4) * [pw, ph, pw, ph]
+        box = np.array([margin, margin, margin + plate.width, margin + plate.height]) + jitter
+        crop = crop_plate(image, tuple(box.tolist()))
+        kind = rng.random()
+        if kind < 0.15:
+            crop = ref_to_grey(crop)
+        elif kind < 0.25:
+            crop = np.dstack([crop, np.full(crop.shape[:2], 255, np.uint8)])
+        crops.append(crop)
+    return crops
+
+
+def test_plate_rows_are_byte_identical_to_the_plain_implementation() -> None:
+    crops = varied_crops(300, seed=11)
+    rng = np.random.default_rng(5)
+    crops += [
+        np.full((30, 100, 3), 128, np.uint8),  # flat: no ink anywhere
+        np.zeros((40, 40), np.uint8),
+        rng.integers(0, 256, (3, 50, 3), dtype=np.uint8),  # too low to deskew or band
+        rng.integers(0, 256, (6, 7, 3), dtype=np.uint8),  # too narrow to deskew
+        rng.integers(0, 256, (9, 400, 3), dtype=np.uint8),
+        rng.integers(0, 256, (600, 30), dtype=np.uint8),  # 4x taller than wide: the slow path
+        rng.integers(0, 256, (150, 60), dtype=np.uint8),  # map of 160 rows: the second table
+    ]
+    slanted = two_rows = 0
+    for k, crop in enumerate(crops):
+        grey = to_grey(crop)
+        assert np.array_equal(grey, ref_to_grey(crop)), k
+        straight = deskew(grey)
+        assert np.array_equal(straight, ref_deskew(grey)), k
+        slanted += straight is not grey
+        rows = plate_rows(crop, 128, 32, 2.8)
+        want = ref_plate_rows(crop, 128, 32, 2.8)
+        two_rows += len(want) == 2
+        assert [r.shape for r in rows] == [r.shape for r in want], k
+        assert all(r.tobytes() == w.tobytes() for r, w in zip(rows, want, strict=True)), k
+        assert all(r.dtype == np.uint8 for r in rows)
+    assert slanted > 100  # the comparison covered every branch many times
+    assert two_rows > 100
+    assert len(crops) - slanted - 4 > 50
+
+
+def test_shear_scores_equal_per_pixel_binning() -> None:
+    rng = np.random.default_rng(3)
+    heights = [1, 2, 4, 5, 17, 63, 127, 128, 129, 200, 256, 257, 300]
+    for sh in heights + rng.integers(1, 140, 30).tolist():
+        sparse: U8 = np.where(rng.random((sh, 64)) < 0.1, 255, 0).astype(np.uint8)  # strokes
+        for small in (rng.integers(0, 256, (sh, 64), dtype=np.uint8), sparse):
+            assert shear_scores(small).tolist() == ref_shear_scores(small), sh
+    with pytest.raises(ValueError, match="64 wide"):
+        shear_scores(np.zeros((10, 50), np.uint8))
+
+
+class RecordingInterpreter:
+    """A reader-shaped interpreter that keeps what it is given and answers blanks."""
+
+    def __init__(self, dtype: Any, quant: tuple[float, int]) -> None:
+        self.dtype, self.quant = dtype, quant
+        self.inputs: list[npt.NDArray[Any]] = []
+
+    def allocate_tensors(self) -> None:
+        pass
+
+    def get_input_details(self) -> list[dict[str, Any]]:
+        shape = np.array([1, 32, 128, 1], np.int32)
+        return [{"index": 0, "shape": shape, "dtype": self.dtype, "quantization": self.quant}]
+
+    def get_output_details(self) -> list[dict[str, Any]]:
+        shape = np.array([1, 32, len(ALPHABET) + 1], np.int32)
+        return [{"index": 1, "shape": shape, "dtype": np.float32, "quantization": (0.0, 0)}]
+
+    def set_tensor(self, index: int, value: npt.NDArray[Any]) -> None:
+        assert value.shape == (1, 32, 128, 1)
+        assert value.dtype == self.dtype
+        self.inputs.append(value.copy())
+
+    def invoke(self) -> None:
+        pass
+
+    def get_tensor(self, index: int) -> npt.NDArray[Any]:
+        out = np.zeros((1, 32, len(ALPHABET) + 1), np.float32)
+        out[..., 0] = 1.0
+        return out
+
+
+@pytest.mark.parametrize(
+    ("dtype", "quant"),
+    [(np.uint8, (1 / 255, 0)), (np.int8, (1 / 255, -128)), (np.int8, (0.0041, -3)),
+     (np.float32, (0.0, 0)), (np.uint8, (0.0, 0))],
+)  # fmt: skip
+def test_reader_quantizes_rows_as_before(tmp_path: Path, dtype: Any, quant: Any) -> None:
+    from node.infer.reader import PlateReader
+    from node.infer.runtime import Backend
+
+    interp = RecordingInterpreter(dtype, quant)
+    reader = PlateReader(
+        write_manifest(tmp_path, b"model"), backend=Backend("recording", lambda **_: interp)
+    )
+    for crop in varied_crops(6, seed=2):
+        rows = plate_rows(crop, 128, 32, 2.5)
+        interp.inputs.clear()
+        read = reader.read_crop(crop)
+        assert read.raw == ""
+        assert len(interp.inputs) == len(rows)
+        for row, given in zip(rows, interp.inputs, strict=True):
+            scale, zero = quant
+            if dtype == np.float32:
+                want = row.astype(np.float32)[None, :, :, None] / 255.0
+            elif scale == 0.0:
+                want = row.reshape(1, 32, 128, 1).astype(dtype)
+            else:
+                q = np.round(row.astype(np.float32) / 255.0 / scale + zero)
+                info = np.iinfo(dtype)
+                want = np.clip(q, info.min, info.max).astype(dtype).reshape(1, 32, 128, 1)
+            assert given.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="not the model's input"):
+        reader._read_row(np.zeros((32, 100), np.uint8))

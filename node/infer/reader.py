@@ -46,6 +46,10 @@ MAX_SHEAR = 0.5  # the steepest slant `deskew` undoes (tan of about 27 degrees)
 SHEARS = np.linspace(-MAX_SHEAR, MAX_SHEAR, 21)
 BAND_LEVEL = 0.3  # text rows: ink above the floor at least this fraction of the peak's
 BAND_MARGIN = 0.08
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601
+_LUMA.flags.writeable = False
+_LEVELS = np.arange(256, dtype=np.float32)  # every grey level
+_LEVELS.flags.writeable = False
 
 Grey = npt.NDArray[np.uint8]
 Box = tuple[float, float, float, float]
@@ -76,36 +80,126 @@ def to_grey(crop: npt.NDArray[np.uint8]) -> Grey:
     if crop.ndim != 3 or crop.shape[2] not in (3, 4):
         raise ValueError(f"plate crop must be (H, W, 3) RGB, got shape {list(crop.shape)}")
     rgb = crop[..., :3].astype(np.float32)
-    grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+    grey = rgb @ _LUMA
+    grey += 0.5
+    np.maximum(grey, 0.0, out=grey)  # np.clip(grey, 0, 255) without its Python overhead
+    np.minimum(grey, 255.0, out=grey)
+    return grey.astype(np.uint8)
+
+
+def row_ink(grey: Grey) -> npt.NDArray[np.float64]:
+    """The horizontal ink of every row of `grey` (at least 2 wide): mean |dI/dx|. (The sums
+    of |dI/dx| are whole numbers, so this is exactly numpy's `.mean(axis=1)` of them.)"""
+    diff = np.diff(grey.astype(np.int16), axis=1)
+    sums = np.abs(diff, out=diff).sum(axis=1)
+    ink: npt.NDArray[np.float64] = sums / (grey.shape[1] - 1)
+    return ink
+
+
+def _split_at(ink: npt.NDArray[np.float64]) -> int:
+    h = ink.shape[0]
+    lo, hi = (
+        int(h * SPLIT_BAND[0]),
+        max(int(h * SPLIT_BAND[0]) + 1, int(np.ceil(h * SPLIT_BAND[1]))),
+    )
+    smooth = np.convolve(ink, np.ones(3, np.float32) / 3.0, mode="same")
+    return lo + int(np.argmin(smooth[lo:hi]))
 
 
 def split_row(grey: Grey) -> int:
     """Where a two-row plate's rows part: the crop row, inside `SPLIT_BAND`, with the least
     horizontal ink (mean |dI/dx|, smoothed over 3 rows)."""
-    h = grey.shape[0]
-    lo, hi = (
-        int(h * SPLIT_BAND[0]),
-        max(int(h * SPLIT_BAND[0]) + 1, int(np.ceil(h * SPLIT_BAND[1]))),
-    )
-    energy = np.abs(np.diff(grey.astype(np.int16), axis=1)).mean(axis=1)
-    smooth = np.convolve(energy, np.ones(3, np.float32) / 3.0, mode="same")
-    return lo + int(np.argmin(smooth[lo:hi]))
+    return _split_at(row_ink(grey))
 
 
-@functools.lru_cache(maxsize=16)  # ~0.3 MB each; plates come in a few shapes
-def _shear_bins(sh: int, sw: int) -> tuple[npt.NDArray[np.int64], int]:
-    """For an sh x (sw - 1) map, the profile bin of every pixel under every shear in `SHEARS`
-    (flattened; shear k's bins are [k * span, (k + 1) * span)), and span."""
-    ys, xs = np.mgrid[0:sh, 0 : sw - 1]
-    centred = xs - (sw - 1) / 2.0
-    pad = int(np.ceil(MAX_SHEAR * sw / 2.0)) + 1
-    span = sh + 2 * pad
-    rows = np.round(ys[None] - SHEARS[:, None, None] * centred[None]).astype(np.int64) + pad
-    rows = np.clip(rows, 0, span - 1) + (np.arange(len(SHEARS)) * span)[:, None, None]
-    flat: npt.NDArray[np.int64] = rows.ravel()
-    flat.flags.writeable = False
-    return flat, span
+# `deskew` looks for the slant on a copy this wide; under shear k the pixel (y, x) of its
+# |dI/dx| map falls in profile bin round(y - SHEARS[k] * (x - (SHEAR_WIDTH - 1) / 2)) + pad,
+# x in 0 … SHEAR_WIDTH - 2.
+SHEAR_WIDTH = 64
+_SHEAR_PAD = int(np.ceil(MAX_SHEAR * SHEAR_WIDTH / 2.0)) + 1  # no bin falls outside the pad
+_SHEAR_TABLE_ROWS = (128, 256)  # taller maps (crops over 4x taller than wide) are binned anew
+
+
+def _shear_bins(y0: int, y1: int, span: int) -> npt.NDArray[np.intp]:
+    """The profile bin of every pixel of rows y0 … y1 - 1 of a |dI/dx| map under every shear
+    (len(SHEARS), y1 - y0, SHEAR_WIDTH - 1); shear k's bins are [k * span, (k + 1) * span)."""
+    ys, xs = np.mgrid[y0:y1, 0 : SHEAR_WIDTH - 1]
+    centred = xs - (SHEAR_WIDTH - 1) / 2.0
+    slanted = ys[None] - SHEARS[:, None, None] * centred[None]
+    rows: npt.NDArray[np.intp] = np.round(slanted).astype(np.intp)
+    rows += _SHEAR_PAD + np.arange(len(SHEARS))[:, None, None] * span
+    return rows
+
+
+@functools.lru_cache(maxsize=len(_SHEAR_TABLE_ROWS))  # 1.2 MB for 128 rows, 2.4 for 256
+def _shear_groups(limit: int) -> tuple[npt.NDArray[np.intp], ...]:
+    """`_shear_bins` for maps of up to `limit` rows, by column group: under shear k,
+    neighbouring columns whose pixels all fall in the same bins row by row form a group
+    [x0, x1), whose column sums go to its bins at once. A pixel's bin does not depend on the
+    map's height, so one table serves every height up to `limit`. Returns three (limit,
+    groups) tables, flattened: where row y's cumulative column sums end and start (y * width
+    + x1, y * width + x0) and its bin (span `limit` + 2 x pad)."""
+    sw = SHEAR_WIDTH
+    rows = _shear_bins(0, limit, limit + 2 * _SHEAR_PAD)
+    starts = np.ones((len(SHEARS), sw - 1), bool)
+    starts[:, 1:] = (rows[:, :, 1:] != rows[:, :, :-1]).any(axis=1)
+    ks, x0 = np.nonzero(starts)
+    x1 = np.append(x0[1:], 0)
+    x1[np.append(ks[1:] != ks[:-1], True)] = sw - 1  # a shear's last group ends at the edge
+    y = np.arange(limit, dtype=np.intp)[:, None] * sw
+    tables = (y + x1, y + x0, rows[ks, :, x0].T)
+    out = tuple(np.ascontiguousarray(t, np.intp).ravel() for t in tables)
+    for table in out:
+        table.flags.writeable = False
+    return out
+
+
+def shear_scores(small: Grey) -> npt.NDArray[np.float64]:
+    """For every shear in `SHEARS`, the sharpness of the horizontal profile of |dI/dx| of
+    `small` (sh x `SHEAR_WIDTH`) sheared by it: the sum of its bins' squares.
+
+    The map's values are whole numbers, so every sum here is exact whatever its order: the
+    scores are exactly those of a per-pixel `np.bincount` of the map into every shear's bins
+    (which is what maps taller than the tables get)."""
+    sh, sw = small.shape
+    if sw != SHEAR_WIDTH:
+        raise ValueError(f"shear_scores needs a map {SHEAR_WIDTH} wide, got {sw}")
+    diff = np.diff(small.astype(np.int32), axis=1)
+    energy = np.abs(diff, out=diff)
+    limit = next((rows for rows in _SHEAR_TABLE_ROWS if sh <= rows), 0)
+    if limit:
+        ends, starts, bins = _shear_groups(limit)
+        n = sh * (ends.size // limit)
+        cum = np.zeros((sh, sw), np.int32)  # row y's sum of |dI/dx| left of x
+        np.cumsum(energy, axis=1, out=cum[:, 1:])
+        flat = cum.ravel()
+        sums = flat.take(ends[:n])
+        sums -= flat.take(starts[:n])
+        span = limit + 2 * _SHEAR_PAD
+        profiles = np.asarray(np.bincount(bins[:n], sums, minlength=len(SHEARS) * span), float)
+    else:
+        span = sh + 2 * _SHEAR_PAD
+        profiles = np.zeros(len(SHEARS) * span)
+        for y0 in range(0, sh, 128):  # a few rows at a time: the bins of all take memory
+            part = energy[y0 : y0 + 128]
+            part_bins = _shear_bins(y0, y0 + part.shape[0], span)
+            weights = np.broadcast_to(part, part_bins.shape).ravel()
+            profiles += np.bincount(part_bins.ravel(), weights, minlength=len(SHEARS) * span)
+    profiles = profiles.reshape(len(SHEARS), span)
+    scores: npt.NDArray[np.float64] = np.einsum("ij,ij->i", profiles, profiles)
+    return scores
+
+
+def _order_stats_u8(values: Grey, indexes: tuple[int, ...]) -> tuple[int, ...]:
+    """The values at `indexes` of `values` sorted (uint8), from a 256-bin histogram."""
+    cum = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    found = np.searchsorted(cum, indexes, side="right")
+    return tuple(int(v) for v in found)
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """numpy's linear interpolation between neighbours, as `np.percentile` computes it."""
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1.0 - t)
 
 
 def deskew(grey: Grey) -> Grey:
@@ -116,25 +210,20 @@ def deskew(grey: Grey) -> Grey:
     h, w = grey.shape
     if w < 8 or h < 4:
         return grey
-    sw = 64
+    sw = SHEAR_WIDTH
     sh = max(4, round(h * sw / w))
-    small = np.asarray(
-        PILImage.fromarray(grey).resize((sw, sh), PILImage.Resampling.BILINEAR), np.float32
-    )
-    energy = np.abs(np.diff(small, axis=1))  # (sh, sw - 1)
-    rows, span = _shear_bins(sh, sw)
-    weights = np.broadcast_to(energy, (len(SHEARS), sh, sw - 1)).ravel()
-    profiles = np.bincount(rows, weights, minlength=len(SHEARS) * span)
-    profiles = profiles.reshape(len(SHEARS), span)
+    image = PILImage.fromarray(grey)
+    small = np.asarray(image.resize((sw, sh), PILImage.Resampling.BILINEAR), np.uint8)
     best, best_score = 0.0, -1.0
-    for s, profile in zip(SHEARS.tolist(), profiles, strict=True):
-        score = float(np.dot(profile, profile))
+    for s, score in zip(SHEARS.tolist(), shear_scores(small).tolist(), strict=True):
         if score > best_score * 1.0001:
             best, best_score = float(s), score
     if abs(best) < 0.02:
         return grey
-    fill = int(np.median(grey))
-    out = PILImage.fromarray(grey).transform(
+    n = grey.size
+    a, b = _order_stats_u8(grey, ((n - 1) // 2, n // 2))
+    fill = (a + b) // 2  # int(np.median(grey))
+    out = image.transform(
         (w, h),
         PILImage.Transform.AFFINE,
         (1.0, 0.0, 0.0, best, 1.0, -best * (w - 1) / 2.0),
@@ -144,36 +233,52 @@ def deskew(grey: Grey) -> Grey:
     return np.asarray(out, np.uint8)
 
 
-def text_band(grey: Grey) -> Grey:
-    """The rows of the (deskewed) crop that hold text: where the smoothed horizontal ink,
-    above the crop's floor (its 10th percentile: background texture, noise), is at least
-    `BAND_LEVEL` of the peak's, grown by `BAND_MARGIN` of the band's height."""
-    h = grey.shape[0]
+def _band_rows(ink: npt.NDArray[np.float64]) -> tuple[int, int]:
+    """`text_band`'s rows (top, bottom) from the crop's `row_ink`."""
+    h = ink.shape[0]
     if h < 8:
-        return grey
-    energy = np.abs(np.diff(grey.astype(np.int16), axis=1)).mean(axis=1)
+        return 0, h
     k = max(1, h // 16)
-    smooth = np.convolve(energy, np.ones(2 * k + 1, np.float32) / (2 * k + 1), mode="same")
-    floor = float(np.percentile(smooth, 10.0))  # background texture and sensor noise
+    smooth = np.convolve(ink, np.ones(2 * k + 1, np.float32) / (2 * k + 1), mode="same")
+    # the floor: np.percentile(smooth, 10.0), background texture and sensor noise
+    index = (h - 1) * 0.1
+    below = int(np.floor(index))
+    ordered = np.partition(smooth, (below, below + 1))
+    floor = _lerp(float(ordered[below]), float(ordered[below + 1]), index - below)
     inked = np.flatnonzero(smooth - floor >= BAND_LEVEL * (float(smooth.max()) - floor))
     if inked.size == 0:
-        return grey
+        return 0, h
     top, bottom = int(inked[0]), int(inked[-1]) + 1
     grow = round((bottom - top) * BAND_MARGIN)
     top, bottom = max(0, top - grow), min(h, bottom + grow)
     if bottom - top < max(4, h // 5):
+        return 0, h
+    return top, bottom
+
+
+def text_band(grey: Grey) -> Grey:
+    """The rows of the (deskewed) crop that hold text: where the smoothed horizontal ink,
+    above the crop's floor (its 10th percentile: background texture, noise), is at least
+    `BAND_LEVEL` of the peak's, grown by `BAND_MARGIN` of the band's height."""
+    if grey.shape[0] < 8:
         return grey
+    top, bottom = _band_rows(row_ink(grey))
     return grey[top:bottom]
 
 
 def row_images(grey: Grey, two_row_below_aspect: float) -> list[Grey]:
     """The crop's text rows, top first: deskewed, cut to the text band, then one row for a
     wide band, two (split where the ink is lowest) for a narrow one."""
-    band = text_band(deskew(grey))
+    straight = deskew(grey)
+    if straight.shape[0] < 8:
+        return [straight]
+    ink = row_ink(straight)  # the band's rows keep their ink: the split reuses it
+    top, bottom = _band_rows(ink)
+    band = straight[top:bottom]
     h, w = band.shape
     if w >= two_row_below_aspect * h or h < 8:
         return [band]
-    cut = split_row(band)
+    cut = _split_at(ink[top:bottom])
     pad = max(1, round(h * SPLIT_OVERLAP))
     return [band[: min(h, cut + pad)], band[max(0, cut - pad) :]]
 
@@ -181,18 +286,25 @@ def row_images(grey: Grey, two_row_below_aspect: float) -> list[Grey]:
 def percentiles_u8(values: Grey, qs: tuple[float, ...]) -> tuple[float, ...]:
     """`np.percentile(values, qs)` (linear interpolation, the same numbers) for uint8 data,
     from a 256-bin histogram instead of a sort."""
-    flat = values.ravel()
-    n = flat.size
-    cum = np.cumsum(np.bincount(flat, minlength=256))
+    n = values.size
+    cum = np.cumsum(np.bincount(values.ravel(), minlength=256))
     out = []
     for q in qs:
         index = q / 100.0 * (n - 1)  # in the order numpy computes it
         below = int(np.floor(index))
-        t = index - below
-        a = float(np.searchsorted(cum, below, side="right"))
-        b = float(np.searchsorted(cum, min(below + 1, n - 1), side="right"))
-        out.append(a + (b - a) * t if t < 0.5 else b - (b - a) * (1.0 - t))
+        a, b = np.searchsorted(cum, (below, min(below + 1, n - 1)), side="right").tolist()
+        out.append(_lerp(float(a), float(b), index - below))
     return tuple(out)
+
+
+def _stretch_table(lo: float, hi: float) -> Grey:
+    """`normalise_row`'s contrast stretch of every grey level (the same float32 arithmetic
+    per pixel, done once per level)."""
+    out = (_LEVELS - float(lo)) * (255.0 / float(hi - lo))
+    out += 0.5
+    np.maximum(out, 0.0, out=out)  # np.clip(out, 0, 255) without its Python overhead
+    np.minimum(out, 255.0, out=out)
+    return out.astype(np.uint8)
 
 
 def normalise_row(row: Grey, width: int, height: int) -> Grey:
@@ -204,8 +316,8 @@ def normalise_row(row: Grey, width: int, height: int) -> Grey:
     lo, hi = percentiles_u8(small, (2.0, 98.0))
     if hi - lo < 8.0:  # a flat patch: leave it as it is rather than amplify noise
         return small
-    out = (small.astype(np.float32) - float(lo)) * (255.0 / float(hi - lo))
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    stretched: Grey = _stretch_table(lo, hi).take(small)
+    return stretched
 
 
 def plate_rows(
@@ -401,26 +513,33 @@ class PlateReader:
         self._io = ReaderIO.read(self._interp, self.manifest)
         spec = self._io.input
         self._buffer = np.zeros(spec.shape, dtype=spec.dtype)
+        # _quantize is per pixel, so a table of its 256 answers quantizes a row by lookup
+        self._table = self._quantize(np.arange(256, dtype=np.uint8))
+        _shear_groups(128)  # deskew's table for the usual plates, built now, not on a read
         self.last_ms = 0.0
 
     @property
     def backend(self) -> str:
         return self._backend.name
 
-    def _quantize(self, row: Grey) -> npt.NDArray[Any]:
+    def _quantize(self, pixels: Grey) -> npt.NDArray[Any]:
+        """Grey levels as the model's input type (any shape in, the same shape out)."""
         spec = self._io.input
         if spec.dtype == np.float32:  # a float model takes pixel / 255
-            return row.astype(np.float32)[None, :, :, None] / 255.0
-        real = row.astype(np.float32) / 255.0
+            return pixels.astype(np.float32) / 255.0
         if spec.scale == 0.0:
-            return row.reshape(spec.shape).astype(spec.dtype)
+            return pixels.astype(spec.dtype)
+        real = pixels.astype(np.float32) / 255.0
         q = np.round(real / spec.scale + spec.zero_point)
         info = np.iinfo(spec.dtype)
         out: npt.NDArray[Any] = np.clip(q, info.min, info.max).astype(spec.dtype)
-        return out.reshape(spec.shape)
+        return out
 
     def _read_row(self, row: Grey) -> tuple[str, tuple[float, ...]]:
-        self._interp.set_tensor(self._io.input.index, self._quantize(row))
+        if row.shape != self._io.input.shape[1:3]:
+            raise ValueError(f"row of shape {list(row.shape)} is not the model's input")
+        np.take(self._table, row, out=self._buffer[0, :, :, 0], mode="clip")  # row: 0 … 255
+        self._interp.set_tensor(self._io.input.index, self._buffer)
         self._interp.invoke()
         out = self._io.output.dequantize(self._interp.get_tensor(self._io.output.index))[0]
         return ctc_greedy(out, self.manifest.alphabet, self.manifest.blank_index)
