@@ -207,6 +207,7 @@ class Pipeline:
                 self.ring.push(frame)
                 self.queue.put(frame)
                 self.counters.frames_in += 1
+                self.ring.slim()  # frames the stages are done with give up their main array
         except CaptureError as e:
             if not quit_.is_set():
                 self.source_failed = True

@@ -9,6 +9,7 @@ camera or a replayed file hands over) and build real packets from the slimmed ri
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import simplejpeg
@@ -47,7 +48,8 @@ def test_a_released_frame_keeps_context_and_sharp_plate_windows() -> None:
     for f in frames:
         ring.push(f)
     ring.release(1, [plate])
-    ring.push(camera_frame(4))  # slimming happens as frames arrive
+    ring.push(camera_frame(4))
+    assert ring.slim() == 2  # the capture thread slims after handing a frame on
     kept = {f.seq: f for f in ring.by_seq(0, 9)}
     assert isinstance(kept[0].main, KeptRef)  # never released, but older than the released 1
     assert isinstance(kept[1].main, KeptRef)
@@ -85,6 +87,7 @@ def test_the_ring_of_a_camera_stays_small() -> None:
         lores = np.ascontiguousarray(base[::2, ::2])
         ring.push(Frame(seq, seq * 100_000_000, 0, lores, ArrayRef(base.copy())))
         ring.release(seq, [(910.0, 505.0, 990.0, 535.0)])
+        ring.slim()
     frames = ring.by_seq(0, 59)
     assert len(frames) == 41  # still 4 s of frames
     slim = [f for f in frames if isinstance(f.main, KeptRef)]
@@ -99,6 +102,7 @@ def test_frames_no_stage_reaches_are_slimmed_after_keep_full() -> None:
     ring = FrameRing(seconds=10.0, max_bytes=2**30, keep_lores=2)
     for seq in range(KEEP_FULL + 3):
         ring.push(camera_frame(seq))
+    assert ring.slim() == 3
     kinds = [type(f.main) for f in ring.by_seq(0, 99)]
     assert kinds == [KeptRef] * 3 + [ArrayRef] * KEEP_FULL
 
@@ -109,6 +113,7 @@ def test_small_and_simulated_mains_are_kept_as_they_are() -> None:
     for seq in range(5):
         ring.push(Frame(seq, seq, 0, small[::2, ::2].copy(), ArrayRef(small)))
         ring.release(seq)
+        assert ring.slim() == 0
     assert all(isinstance(f.main, ArrayRef) for f in ring.by_seq(0, 9))
     assert ring.kept == 0
 
@@ -132,7 +137,8 @@ def test_a_packet_from_slimmed_frames_has_the_same_plate_crop() -> None:
     for f in frames:
         ring.push(f)
         ring.release(f.seq, [boxes[f.seq]] if f.seq in boxes else [])
-    ring.push(dataclasses.replace(frames[-1], seq=frames[-1].seq + 1))  # slims the last one
+    ring.push(dataclasses.replace(frames[-1], seq=frames[-1].seq + 1))
+    ring.slim()
     slim = ring.by_seq(v.seq_before, v.seq_after)
     by_seq = {f.seq: f for f in frames}
     assert slim
@@ -167,6 +173,7 @@ def test_a_packet_says_when_no_frame_kept_the_plate_sharp() -> None:
         ring.push(f)
         ring.release(f.seq)  # no plate boxes: no windows
     ring.push(dataclasses.replace(frames[-1], seq=frames[-1].seq + 1))
+    ring.slim()
     slim = ring.by_seq(v.seq_before, v.seq_after)
     got = verify(from_violation(v, slim, CFG, KEY, None, Model(), SIGNAL, clock=CLOCK).data, KEYS)
     plate = got.manifest["plate"]
@@ -174,3 +181,42 @@ def test_a_packet_says_when_no_frame_kept_the_plate_sharp() -> None:
     x0, y0, x1, y1 = plate["crop_box"]
     image = simplejpeg.decode_jpeg(got.parts["plate.jpg"])
     assert image.shape == (y1 - y0, x1 - x0, 3)  # still the crop's size, scaled up
+
+
+class Releasing:
+    """The last stage, as the rules stage is: tells the ring it is done with each frame."""
+
+    name = "releasing"
+
+    def __init__(self, ring: FrameRing) -> None:
+        self.ring = ring
+
+    def process(self, frame: Frame) -> None:
+        self.ring.release(frame.seq, [(100.0, 100.0, 160.0, 120.0)])
+
+
+def test_the_pipeline_slims_what_its_stages_released() -> None:
+    from node.pipeline import Pipeline
+    from tests.sourcedouble import CountingSource
+
+    ring = FrameRing(seconds=60.0, max_bytes=2**31)
+    source = CountingSource(fps=0, size=(960, 540), limit=30)  # main 1920x1080 arrays
+    pipe = Pipeline(source, ring, [Releasing(ring)], queue_frames=64)
+    pipe.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not pipe.idle:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        pipe.stop()
+    frames = ring.by_seq(0, 99)
+    assert len(frames) == 30
+    kept = [f.main for f in frames if isinstance(f.main, KeptRef)]
+    # the capture thread slims at each new frame what was released before it: all but the
+    # last few (released after the last frame came in, or the newest two)
+    assert len(kept) >= 30 - KEEP_FULL
+    assert all(k.region((90, 90, 170, 130)) is not None for k in kept)  # the plate windows
+    ring_status = pipe.snapshot()["ring"]
+    assert isinstance(ring_status, dict)
+    assert ring_status["kept"] == len(kept)

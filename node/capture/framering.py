@@ -9,12 +9,13 @@ What a frame costs the ring. A camera frame carries its 1920x1080 main image as 
 things of an older frame: the whole picture at context width (960 px: context frames and the
 overview are made at that width or smaller) and full-resolution pixels around the plates
 (the plate crop). So once the stages are done with a frame (`release`, called by the rules
-stage with the frame's plate boxes), the ring swaps its main array for a `KeptRef`: the
+stage with the frame's plate boxes), `slim` swaps its main array for a `KeptRef`: the
 picture at `context_width` as a JPEG (quality `CONTEXT_QUALITY`, ~0.1-0.2 MB) and the
 full-resolution windows around those boxes (`window_margin` plate sizes each side). A frame
 the stages never reach (dropped from a full queue) is kept the same way, without windows,
-once `keep_full` newer frames have arrived. The JPEG encoding runs in the thread that pushes
-(the capture thread, which otherwise waits for the sensor), outside the lock.
+once `keep_full` newer frames have arrived. `slim` runs in the capture thread after it has
+handed the new frame to the detector (a camera thread otherwise waits for the sensor), and
+encodes outside the lock.
 
 A main that is already cheap (the simulator's, rendered on demand, or an array under
 `SLIM_FROM_BYTES`) is kept as it is. Every
@@ -119,13 +120,20 @@ class FrameRing:
         self._lock = threading.Lock()
 
     def push(self, frame: Frame) -> None:
+        """Keep `frame` (cheap: the slimming is `slim`'s)."""
         with self._lock:
             self._frames.append(frame)
             self._bytes += frame.nbytes
             self._evict(frame.mono_ns - self.span_ns)
-            todo = self._due()
             self._drop_lores()
-        for old, boxes in todo:  # the encoding, outside the lock
+
+    def slim(self) -> int:
+        """Swap the main array of every frame that is due for a `KeptRef` (JPEG encoding,
+        outside the lock); the capture thread calls it after handing the frame on. Returns
+        how many frames were slimmed."""
+        with self._lock:
+            todo = self._due()
+        for old, boxes in todo:
             main = old.main
             assert isinstance(main, ArrayRef)
             wins = windows_of(boxes, self.window_margin, main.shape)
@@ -134,6 +142,7 @@ class FrameRing:
             )
             with self._lock:
                 self._swap(old, slim)
+        return len(todo)
 
     def release(self, seq: int, boxes: Iterable[Box] = ()) -> None:
         """The stages are done with frame `seq` (and with every earlier one: frames are
