@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import simplejpeg
+from PIL import Image
 
 from node.capture.frame import ArrayRef, Frame, KeptRef
 from node.capture.framering import KEEP_FULL, FrameRing, keep, windows_of
@@ -32,11 +33,13 @@ def camera_frame(seq: int, rng: np.random.Generator | None = None) -> Frame:
 
 
 def as_camera(frames: tuple[Frame, ...]) -> list[Frame]:
-    """Simulator frames with their main rendered into an array, as a camera would hold it."""
+    """Simulator frames with their main rendered into an array and a 960x544 lores scaled
+    from it, as picamera2 hands them over (the ISP scales lores to the detector's size)."""
     out = []
     for f in frames:
         main = f.main.array()
-        lores = np.ascontiguousarray(main[::2, ::2])
+        small = Image.fromarray(main).resize((960, 544), Image.Resampling.BOX)
+        lores = np.asarray(small)
         out.append(dataclasses.replace(f, main=ArrayRef(main), lores=lores))
     return out
 
@@ -124,6 +127,18 @@ def test_windows_are_clipped_to_the_picture() -> None:
     kept = keep(np.zeros((H, W, 3), np.uint8), wins)
     assert [px.shape for _, px in kept.windows] == [(42, 63, 3), (22, 35, 3)]
     assert simplejpeg.decode_jpeg_header(kept.jpeg)[:2] == (540, 960)
+
+
+def test_the_context_comes_from_the_lores_stream_when_it_is_context_wide() -> None:
+    """The ISP's lores image stands in for scaling 6 MB down (brought to the main's aspect);
+    a lores of another width does not."""
+    main = np.zeros((H, W, 3), np.uint8)
+    lores = np.full((544, 960, 3), 200, np.uint8)
+    from_lores = keep(main, [], lores=lores)
+    assert from_lores.context_size == (960, 540)
+    assert abs(float(from_lores.context().mean()) - 200) < 2
+    narrow = keep(main, [], lores=np.full((272, 480, 3), 200, np.uint8))
+    assert float(narrow.context().mean()) < 2  # scaled from the main image instead
 
 
 def test_a_packet_from_slimmed_frames_has_the_same_plate_crop() -> None:

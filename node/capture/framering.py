@@ -69,14 +69,25 @@ def keep(
     windows: Sequence[Window],
     width: int = CONTEXT_WIDTH,
     quality: int = CONTEXT_QUALITY,
+    lores: Image | None = None,
 ) -> KeptRef:
     """What the ring keeps of a full `image`: the picture `width` wide (never wider than it
-    is) as a JPEG, and copies of its `windows`."""
+    is) as a JPEG, and copies of its `windows`. A `lores` image (the frame's detection
+    stream) exactly `width` wide stands in for scaling `image` down: the camera's ISP made it
+    from the same picture, for free (it is only brought to the main image's aspect)."""
     h, w = image.shape[:2]
     small = image
     if width < w:
         size = (width, max(1, round(h * width / w)))
-        small = np.asarray(PILImage.fromarray(image).resize(size, PILImage.Resampling.BOX))
+        if lores is not None and lores.ndim == 3 and lores.shape[1] == width:
+            pic = PILImage.fromarray(lores)
+        else:
+            pic = PILImage.fromarray(image)
+        if pic.width // width >= 2:  # an integer box average first: 3x faster than resizing
+            pic = pic.reduce(w // width)
+        if pic.size != size:
+            pic = pic.resize(size, PILImage.Resampling.BOX)
+        small = np.asarray(pic)
     jpeg = simplejpeg.encode_jpeg(
         np.ascontiguousarray(small), quality=quality, colorspace="RGB", colorsubsampling="420"
     )
@@ -138,7 +149,9 @@ class FrameRing:
             assert isinstance(main, ArrayRef)
             wins = windows_of(boxes, self.window_margin, main.shape)
             slim = dataclasses.replace(
-                old, main=keep(main.image, wins, self.context_width), lores=NO_LORES
+                old,
+                main=keep(main.image, wins, self.context_width, lores=old.lores),
+                lores=NO_LORES,
             )
             with self._lock:
                 self._swap(old, slim)
