@@ -151,6 +151,7 @@ def detections(service: Service, request: Reply) -> Reply:
 
 def aim(service: Service, _request: Reply) -> Reply:
     """The plates of the newest detected frame: size in pixels, score and crop sharpness."""
+    from node.capture.frame import KeptRef
     from node.console.preview import sharpness
 
     frame = _latest(service)
@@ -166,17 +167,26 @@ def aim(service: Service, _request: Reply) -> Reply:
         return out | {"plates": [], "seq": None}
     last = recent[-1]
     match = service.pipeline.ring.window(last.mono_ns, last.mono_ns)
-    image = match[0].main.array() if match else None
+    main = match[0].main if match else None
+    # the camera's own pixels only: a slimmed frame keeps them around its plates
+    kept = main if isinstance(main, KeptRef) else None
+    image = main.array() if main is not None and kept is None else None
     plates = []
     for d in last.detections:
         x0, y0, x1, y1 = d.box
         plate: Reply = {"w": round(x1 - x0), "h": round(y1 - y0), "score": round(d.score, 3)}
-        if image is not None:
-            ih, iw = image.shape[:2]
+        if main is not None:
+            ih, iw = main.shape[:2]
             cx0, cy0 = max(0, int(x0)), max(0, int(y0))
             cx1, cy1 = min(iw, int(x1 + 0.5)), min(ih, int(y1 + 0.5))
             if cx1 - cx0 >= 3 and cy1 - cy0 >= 3:
-                plate["sharpness"] = round(sharpness(image[cy0:cy1, cx0:cx1]), 1)
+                if kept is not None:
+                    pixels = kept.region((cx0, cy0, cx1, cy1))
+                else:
+                    assert image is not None
+                    pixels = image[cy0:cy1, cx0:cx1]
+                if pixels is not None:
+                    plate["sharpness"] = round(sharpness(pixels), 1)
         plates.append(plate)
     age = round((time.monotonic_ns() - last.mono_ns) / 1e9, 2)
     return out | {"seq": last.seq, "age_s": age, "plates": plates}

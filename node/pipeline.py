@@ -45,13 +45,16 @@ class DropFrontQueue(Generic[T]):
         self._items: deque[tuple[T, int]] = deque()
         self._cond = threading.Condition()
 
-    def put(self, item: T) -> None:
+    def put(self, item: T) -> T | None:
+        """Queue `item`; returns the item dropped to make room, if one was."""
+        dropped = None
         with self._cond:
             if len(self._items) >= self.capacity:
-                self._items.popleft()
+                dropped = self._items.popleft()[0]
                 self.dropped += 1
             self._items.append((item, time.monotonic_ns()))
             self._cond.notify()
+        return dropped
 
     def get(self, timeout: float) -> tuple[T, int] | None:
         """The oldest item and when it was put, or None after `timeout` seconds."""
@@ -205,7 +208,8 @@ class Pipeline:
                 self.last_frame_mono = time.monotonic()
                 self.latency["capture"].add((time.monotonic_ns() - frame.mono_ns) / 1e9)
                 self.ring.push(frame)
-                self.queue.put(frame)
+                if (dropped := self.queue.put(frame)) is not None:
+                    self.ring.drop(dropped.seq)  # never processed: its main can go now
                 self.counters.frames_in += 1
                 self.ring.slim()  # frames the stages are done with give up their main array
         except CaptureError as e:
@@ -276,7 +280,7 @@ class Pipeline:
             "fps": round(self.fps(), 2),
             "latency": {name: w.percentiles_ms() for name, w in self.latency.items()},
             "queues": {"detect": {"depth": len(self.queue), "capacity": self.queue.capacity}},
-            "ring": {"frames": len(self.ring), "bytes": self.ring.nbytes, "kept": self.ring.kept},
+            "ring": self.ring.status(),
             "stage_errors": c.stage_errors,
             "restarts": dict(self.restarts),
             "last_error": c.last_error,

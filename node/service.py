@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from node import __version__
 from node.capture import open_source
 from node.capture.frame import Frame, FrameSource
-from node.capture.framering import FrameRing
+from node.capture.framering import KEEP_FULL, FrameRing
 from node.config import Config, Point
 from node.control import ControlServer
 from node.health import Health, HealthThresholds, trim_heap
@@ -86,6 +86,7 @@ class Service:
         self.ring = FrameRing(
             cfg.ring.seconds,
             cfg.ring.max_mb * 1024 * 1024,
+            keep_full=KEEP_FULL + cfg.pipeline.queue_frames,  # never one still waiting
             context_width=max(ev.context_width, ev.overview_width if ev.overview else 0),
             window_margin=ev.plate_margin + 0.25,  # slack around the packet's plate crop
         )

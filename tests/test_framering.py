@@ -12,6 +12,7 @@ import dataclasses
 import time
 
 import numpy as np
+import pytest
 import simplejpeg
 from PIL import Image
 
@@ -190,7 +191,9 @@ def test_a_packet_says_when_no_frame_kept_the_plate_sharp() -> None:
     ring.push(dataclasses.replace(frames[-1], seq=frames[-1].seq + 1))
     ring.slim()
     slim = ring.by_seq(v.seq_before, v.seq_after)
-    got = verify(from_violation(v, slim, CFG, KEY, None, Model(), SIGNAL, clock=CLOCK).data, KEYS)
+    built = from_violation(v, slim, CFG, KEY, None, Model(), SIGNAL, clock=CLOCK)
+    assert built.plate_scaled  # the evidence worker counts and logs it
+    got = verify(built.data, KEYS)
     plate = got.manifest["plate"]
     assert plate["full_resolution"] is False
     x0, y0, x1, y1 = plate["crop_box"]
@@ -235,3 +238,92 @@ def test_the_pipeline_slims_what_its_stages_released() -> None:
     ring_status = pipe.snapshot()["ring"]
     assert isinstance(ring_status, dict)
     assert ring_status["kept"] == len(kept)
+
+
+class SlowReleasing(Releasing):
+    """A rules stage that takes `seconds` a frame, and remembers what it processed."""
+
+    def __init__(self, ring: FrameRing, seconds: float) -> None:
+        super().__init__(ring)
+        self.seconds = seconds
+        self.seen: list[int] = []
+
+    def process(self, frame: Frame) -> None:
+        time.sleep(self.seconds)
+        self.seen.append(frame.seq)
+        super().process(frame)
+
+
+def run_pipeline(ring: FrameRing, source: object, stage: object, queue: int) -> object:
+    from node.pipeline import Pipeline
+
+    pipe = Pipeline(source, ring, [stage], queue_frames=queue)  # type: ignore[arg-type, list-item]
+    pipe.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not pipe.idle:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        pipe.stop()
+    return pipe
+
+
+def test_a_slow_stage_keeps_the_windows_of_every_frame_it_processed() -> None:
+    """Frames waiting in a long queue are not slimmed before the stages see them; frames the
+    queue drops are slimmed at once, without windows."""
+    from tests.sourcedouble import CountingSource
+
+    queue = 16
+    ring = FrameRing(seconds=60.0, max_bytes=2**31, keep_full=KEEP_FULL + queue)
+    stage = SlowReleasing(ring, 0.06)
+    source = CountingSource(fps=40, size=(960, 540), limit=80)
+    pipe = run_pipeline(ring, source, stage, queue)
+    ring.slim()  # what the capture thread does at its next frame, had the source gone on
+    frames = {f.seq: f for f in ring.by_seq(0, 999)}
+    assert len(frames) == 80
+    processed = set(stage.seen)
+    dropped = set(frames) - processed
+    assert dropped  # the stage is slower than the camera: the queue dropped frames
+    assert pipe.queue.dropped == len(dropped)  # type: ignore[attr-defined]
+    newest = max(frames)
+    for seq, f in frames.items():
+        if seq >= newest - 1:
+            continue  # the newest two stay whole
+        assert isinstance(f.main, KeptRef), seq
+        windows = f.main.region((90, 90, 170, 130)) is not None
+        assert windows == (seq in processed), seq
+
+
+def test_a_frame_that_cannot_be_slimmed_stays_whole_and_capture_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from node.capture import framering
+    from tests.sourcedouble import CountingSource
+
+    def broken(*_args: object, **_kw: object) -> KeptRef:
+        raise MemoryError("no room for the JPEG")
+
+    monkeypatch.setattr(framering, "keep", broken)
+    ring = FrameRing(seconds=60.0, max_bytes=2**31)
+    source = CountingSource(fps=0, size=(960, 540), limit=20)
+    pipe = run_pipeline(ring, source, Releasing(ring), 64)
+    assert pipe.counters.frames_in == 20  # type: ignore[attr-defined]
+    assert not pipe.source_failed  # type: ignore[attr-defined]
+    assert all(isinstance(f.main, ArrayRef) for f in ring.by_seq(0, 99))  # all still there
+    status = ring.status()
+    assert status["kept"] == 0
+    assert status["slim_errors"] == 18  # each tried once (the newest two are not due yet)
+    assert "MemoryError: no room for the JPEG" in str(status["last_error"])
+
+
+def test_a_source_that_starts_over_is_not_taken_for_released() -> None:
+    ring = FrameRing(seconds=1000.0, max_bytes=2**31)
+    for seq in range(5):
+        ring.push(camera_frame(seq))
+    ring.release(4)
+    ring.slim()
+    for seq in range(3):  # reopened: sequence numbers from 0 again, nothing processed yet
+        ring.push(dataclasses.replace(camera_frame(seq), mono_ns=10**10 + seq))
+    assert ring.slim() == 0
+    assert [type(f.main) for f in ring.by_seq(0, 2)][-3:] == [ArrayRef] * 3

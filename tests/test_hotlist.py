@@ -183,9 +183,24 @@ def test_hotlist_hash_command_writes_a_private_hashed_copy(tmp_path: Path) -> No
     assert "expects a plain hotlist" in again.stderr
 
 
-def test_a_malformed_plate_is_not_repeated_in_the_error() -> None:
-    """Errors go to logs and consoles: never the (near-)plate number itself."""
-    for bad in ("98A1234567890", "9"):
-        with pytest.raises(HotlistError, match="entry 0: 'plate' must have 2-12") as e:
-            Hotlist.parse({"entries": [{"plate": bad, "reason": "X"}]}, "hot.json", SALT)
-        assert bad not in str(e.value)
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"plate": "98A1234567890", "reason": "X"}, "'plate' must have 2-12"),
+        ({"plate": "9", "reason": "X"}, "'plate' must have 2-12"),
+        ({"plate": "STOLEN", "reason": "98A-123.45"}, "'reason' must be"),  # columns swapped
+        ({"98A-123.45": "STOLEN"}, "1 unknown key"),  # written as a mapping
+        ({"plate": "98A12345", "reason": "X", "expires": "98A-123.45"}, "not an ISO 8601"),
+        ({"plate": "98A12345", "reason": "X", "expires": "2030-01-01T98:00"}, "ISO 8601"),
+    ],
+)
+def test_a_malformed_entry_is_not_repeated_in_the_error(
+    entry: dict[str, str], message: str
+) -> None:
+    """Errors go to logs, consoles and the fleet's rejected/ reasons: never a value from the
+    list, which may be (most of) a plate number."""
+    with pytest.raises(HotlistError, match=message) as e:
+        Hotlist.parse({"entries": [entry]}, "hot.json", SALT)
+    for value in [*entry.values(), *entry.keys()]:
+        if value not in ("plate", "reason", "expires", "X", "STOLEN"):
+            assert value not in str(e.value)

@@ -261,6 +261,12 @@ def test_a_tampered_bundle_is_refused_and_the_old_hotlist_stays(
     assert node.service.hit("98A12345") == "STOLEN"
     assert node.service.hit("77C00001") is None
     assert not (node.root / "config" / "4.0.hotlist.json").exists()
+    # none of the refused bundles is kept: they hold plate numbers (only the reasons stay)
+    kept = [p for p in (node.root / "rejected").iterdir() if not p.name.endswith(".reason")]
+    assert kept == []
+    reasons = list((node.root / "rejected").glob("*.reason"))
+    assert len(reasons) == 3
+    assert all(b"77C" not in p.read_bytes() for p in reasons)
 
 
 @pytest.mark.parametrize(

@@ -615,7 +615,9 @@ def _node_figures(s: dict[str, Any]) -> dict[str, Any]:
         "ring": s["ring"],
         "source": s["source"],
         "detector": s["detector"],
-        "evidence": _pick(s["evidence"], ("state", "stored", "lost", "no_frames", "error")),
+        "evidence": _pick(
+            s["evidence"], ("state", "stored", "lost", "no_frames", "plate_scaled", "error")
+        ),
     }
 
 

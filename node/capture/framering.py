@@ -12,8 +12,9 @@ overview are made at that width or smaller) and full-resolution pixels around th
 stage with the frame's plate boxes), `slim` swaps its main array for a `KeptRef`: the
 picture at `context_width` as a JPEG (quality `CONTEXT_QUALITY`, ~0.1-0.2 MB) and the
 full-resolution windows around those boxes (`window_margin` plate sizes each side). A frame
-the stages never reach (dropped from a full queue) is kept the same way, without windows,
-once `keep_full` newer frames have arrived. `slim` runs in the capture thread after it has
+the stages never reach (dropped from a full queue: `drop`) is kept the same way, without
+windows; so is, as a guard against a stuck stage, one neither released nor dropped once
+`keep_full` newer frames have arrived. `slim` runs in the capture thread after it has
 handed the new frame to the detector (a camera thread otherwise waits for the sensor), and
 encodes outside the lock.
 
@@ -26,6 +27,7 @@ made from the main stream, and 40 lores frames are 60 MB.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -36,8 +38,11 @@ from PIL import Image as PILImage
 
 from node.capture.frame import ArrayRef, Frame, Image, KeptRef, Window
 
+log = logging.getLogger(__name__)
+
 KEEP_LORES = 2  # the newest frames keep their detection image (the console's live view)
-KEEP_FULL = 8  # a frame no stage released is kept whole until this many newer ones arrive
+KEEP_FULL = 8  # guard: a frame never released nor dropped is slimmed after this many newer ones
+# (the service adds the detection queue's length: a frame waiting there is not slimmed)
 CONTEXT_WIDTH = 960
 CONTEXT_QUALITY = 90  # packets re-encode context frames at 70 and below: little is lost
 WINDOW_MARGIN = 0.75  # plate sizes each side (packets crop evidence.plate_margin, 0.5)
@@ -125,14 +130,21 @@ class FrameRing:
         self.window_margin = window_margin
         self._frames: deque[Frame] = deque()
         self._bytes = 0
-        self._released = -1  # frames up to this seq are done with (or never will be)
-        self._boxes: dict[int, list[Box]] = {}
+        self._released = -1  # frames up to this seq are done with (stages go in order)
+        self._boxes: dict[int, list[Box]] = {}  # plate boxes of released heavy frames
+        self._dropped: set[int] = set()  # frames the queue dropped: no stage will see them
+        self._busy: set[int] = set()  # frames being slimmed now
+        self._failed: set[int] = set()  # frames that could not be slimmed (kept whole)
         self.kept = 0  # frames swapped for a KeptRef
+        self.errors = 0
+        self.last_error: str | None = None
         self._lock = threading.Lock()
 
     def push(self, frame: Frame) -> None:
         """Keep `frame` (cheap: the slimming is `slim`'s)."""
         with self._lock:
+            if self._frames and frame.seq <= self._frames[-1].seq:  # the source started over
+                self._released, self._boxes, self._dropped = -1, {}, set()
             self._frames.append(frame)
             self._bytes += frame.nbytes
             self._evict(frame.mono_ns - self.span_ns)
@@ -140,42 +152,79 @@ class FrameRing:
 
     def slim(self) -> int:
         """Swap the main array of every frame that is due for a `KeptRef` (JPEG encoding,
-        outside the lock); the capture thread calls it after handing the frame on. Returns
-        how many frames were slimmed."""
+        outside the lock); the capture thread calls it after handing the frame on. A frame
+        that cannot be slimmed (no memory, an encoder error) is counted and kept whole until
+        it ages out; this never raises. Returns how many frames were slimmed."""
         with self._lock:
             todo = self._due()
+        done = 0
         for old, boxes in todo:
-            main = old.main
-            assert isinstance(main, ArrayRef)
-            wins = windows_of(boxes, self.window_margin, main.shape)
-            slim = dataclasses.replace(
-                old,
-                main=keep(main.image, wins, self.context_width, lores=old.lores),
-                lores=NO_LORES,
-            )
+            try:
+                main = old.main
+                assert isinstance(main, ArrayRef)
+                wins = windows_of(boxes, self.window_margin, main.shape)
+                kept = keep(main.image, wins, self.context_width, lores=old.lores)
+                slim = dataclasses.replace(old, main=kept, lores=NO_LORES)
+            except Exception as e:  # the frame stays whole; evidence still has it
+                with self._lock:
+                    self._busy.discard(old.seq)
+                    self._failed.add(old.seq)
+                    self.errors += 1
+                    self.last_error = f"frame {old.seq}: {type(e).__name__}: {e}"
+                if self.errors <= 3 or self.errors % 100 == 0:
+                    log.error("frame ring: cannot slim frame %d: %s", old.seq, e)
+                continue
             with self._lock:
-                self._swap(old, slim)
-        return len(todo)
+                self._busy.discard(old.seq)
+                done += self._swap(old, slim)
+        return done
 
     def release(self, seq: int, boxes: Iterable[Box] = ()) -> None:
         """The stages are done with frame `seq` (and with every earlier one: frames are
         processed in order); `boxes` are its plates in main pixels, kept sharp."""
         with self._lock:
             self._released = max(self._released, seq)
-            self._boxes[seq] = list(boxes)
+            if any(f.seq == seq and _heavy(f) for f in reversed(self._frames)):
+                self._boxes[seq] = list(boxes)
+
+    def drop(self, seq: int) -> None:
+        """Frame `seq` will never reach the stages (the detection queue dropped it): it can
+        be slimmed now, without plate windows. Not cumulative: an older frame may still be
+        with the stages."""
+        with self._lock:
+            self._dropped.add(seq)
+
+    def status(self) -> dict[str, int | str | None]:
+        with self._lock:
+            return {
+                "frames": len(self._frames),
+                "bytes": self._bytes,
+                "kept": self.kept,
+                "slim_errors": self.errors,
+                "last_error": self.last_error,
+            }
 
     def _due(self) -> list[tuple[Frame, list[Box]]]:
-        """Frames whose full main can go now, with their plate boxes (lock held)."""
+        """Frames whose full main can go now, with their plate boxes (lock held). An
+        unreleased frame goes after `keep_full` newer ones only as a guard (a stuck stage)."""
         out = []
         n = len(self._frames)
         for i, f in enumerate(self._frames):
             if i >= n - self.keep_lores:
                 break
-            if _heavy(f) and (f.seq <= self._released or i < n - self.keep_full):
+            if not _heavy(f) or f.seq in self._busy or f.seq in self._failed:
+                continue
+            if f.seq <= self._released or f.seq in self._dropped or i < n - self.keep_full:
                 out.append((f, self._boxes.pop(f.seq, [])))
-        if self._boxes and len(self._boxes) > 4 * self.keep_full:  # released, never pushed
+                self._busy.add(f.seq)
+                self._dropped.discard(f.seq)
+        if self._frames:  # forget what is older than the ring
             oldest = self._frames[0].seq
-            self._boxes = {s: b for s, b in self._boxes.items() if s >= oldest}
+            for book in (self._dropped, self._failed):
+                if book and min(book) < oldest:
+                    book.difference_update([s for s in book if s < oldest])
+            if self._boxes and min(self._boxes) < oldest:
+                self._boxes = {s: b for s, b in self._boxes.items() if s >= oldest}
         return out
 
     def _drop_lores(self) -> None:
@@ -194,13 +243,14 @@ class FrameRing:
         ):
             self._bytes -= self._frames.popleft().nbytes
 
-    def _swap(self, old: Frame, slim: Frame) -> None:
+    def _swap(self, old: Frame, slim: Frame) -> int:
         for i, f in enumerate(self._frames):
             if f is old:
                 self._frames[i] = slim
                 self._bytes += slim.nbytes - old.nbytes
                 self.kept += 1
-                return
+                return 1
+        return 0  # aged out while it was being slimmed
 
     def window(self, start_ns: int, end_ns: int) -> list[Frame]:
         """Frames with `start_ns <= mono_ns <= end_ns`, oldest first."""

@@ -22,7 +22,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -107,6 +107,7 @@ class BuiltPacket:
     node_id: str = ""
     created_utc_ns: int = 0
     sealed: bool = False
+    plate_scaled: bool = False  # the plate crop came from a scaled-up picture (see manifest)
 
     @property
     def size(self) -> int:
@@ -554,7 +555,7 @@ def from_violation(
         # (None: not read: no reader, or the plate was never big enough)
         "plate_read": _jsonable(dict(plate_read)) if plate_read is not None else None,
     }
-    return build(
+    packet = build(
         KIND_VIOLATION,
         violation_priority(v.rule),
         manifest,
@@ -564,3 +565,6 @@ def from_violation(
         central_pub,
         packet_id=v.id,
     )
+    if not fields["plate"]["full_resolution"]:
+        packet = replace(packet, plate_scaled=True)
+    return packet

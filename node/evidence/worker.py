@@ -81,6 +81,7 @@ class EvidenceWorker:
         self.queue: queue.Queue[Job | AlertJob | None] = queue.Queue(QUEUE_DEPTH)
         self.counts = {"built": 0, "stored": 0, "no_frames": 0, "retries": 0, "lost": 0}
         self.counts["alerts"] = 0
+        self.counts["plate_scaled"] = 0  # packets whose plate crop is not full resolution
         self.bytes = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -184,6 +185,13 @@ class EvidenceWorker:
             log.error("no evidence packet for violation %s: %s", v.id, e)
             return
         self.counts["built"] += 1
+        if packet.plate_scaled:
+            self.counts["plate_scaled"] += 1
+            log.warning(
+                "violation %s: no frame near the offence kept the plate at full resolution; "
+                "the packet's plate crop is scaled up from the context picture",
+                v.id,
+            )
         self._store(packet, v.id, v.rule)
 
     def _alert(self, job: AlertJob) -> None:

@@ -259,6 +259,21 @@ def carries_hotlist(v: Verified) -> bool:
     return v.manifest.kind == "config" and any(m.path == HOTLIST_MEMBER for m in v.manifest.files)
 
 
+def may_hold_hotlist(path: Path, max_members: int = 64) -> bool:
+    """An unverified bundle that holds a hotlist, or whose contents cannot be listed (its
+    manifest is not to be trusted, so the archive's member names decide; nothing is read)."""
+    import tarfile
+
+    try:
+        with tarfile.open(path, "r:") as tf:
+            for n, info in enumerate(tf):
+                if n >= max_members or Path(info.name).name == HOTLIST_MEMBER:
+                    return True
+    except (OSError, tarfile.TarError):
+        return True
+    return False
+
+
 def companion(config_file: Path) -> Path:
     """The hotlist file that goes with config/<version>.toml."""
     return config_file.with_name(config_file.name.removesuffix(".toml") + HOTLIST_SUFFIX)
@@ -419,8 +434,8 @@ class Updater:
         roll back; a refused bundle goes to rejected/. Never raises for a bad bundle."""
         try:
             v = verify(path, self.trusted(), self.limits)
-        except BundleError as e:
-            return self.reject(path, str(e))
+        except BundleError as e:  # kept for a look unless it may hold plate numbers
+            return self.reject(path, str(e), keep=not may_hold_hotlist(path))
         what = {"kind": v.manifest.kind, "version": v.manifest.version, "bundle_id": v.bundle_id}
         try:
             self.check(v)
@@ -609,7 +624,8 @@ class Updater:
                 plan = HotlistPlan(None, value, fresh=True)
         elif isinstance(mine.get("hotlist"), str) and mine["hotlist"]:
             kept = Path(mine["hotlist"])
-            if kept.parent == self.root / CONFIG_SLOT:  # a bundle's: goes along, version by version
+            slot = os.path.realpath(self.root / CONFIG_SLOT)  # however the path is spelt
+            if os.path.realpath(kept.parent) == slot:  # a bundle's: goes along, version by version
                 reader["hotlist"] = str(companion(final))
                 plan = HotlistPlan(kept, f"the node's hotlist ({kept.name})")
             else:  # provisioned on the node by hand: stays where it is

@@ -125,13 +125,16 @@ def parse_expiry(value: Any, where: str) -> float | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise HotlistError(f"{where}: 'expires' must be an ISO 8601 time, got {value!r}")
+        raise HotlistError(
+            f"{where}: 'expires' must be an ISO 8601 time, got {type(value).__name__}"
+        )
+    # the value is never repeated: a hotlist with its columns mixed up holds plates anywhere
     try:
         t = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise HotlistError(f"{where}: 'expires' {value!r} is not an ISO 8601 time") from None
+        raise HotlistError(f"{where}: 'expires' is not an ISO 8601 time") from None
     if t.tzinfo is None:
-        raise HotlistError(f"{where}: 'expires' {value!r} has no time zone (add Z)")
+        raise HotlistError(f"{where}: 'expires' has no time zone (add Z)")
     return t.timestamp()
 
 
@@ -272,7 +275,9 @@ def parse_document(
     if not isinstance(raw, Mapping):
         raise HotlistError(f"{source}: must be a JSON object, got {type(raw).__name__}")
     if raw.get("version", 1) != 1:
-        raise HotlistError(f"{source}: unsupported version {raw.get('version')!r} (know 1)")
+        version = raw.get("version")
+        shown = version if isinstance(version, int) else type(version).__name__
+        raise HotlistError(f"{source}: unsupported version {shown} (know 1)")
     file_hashed = raw.get("hashed", False)
     if not isinstance(file_hashed, bool):
         raise HotlistError(f"{source}: 'hashed' must be true or false")
@@ -289,12 +294,15 @@ def parse_document(
         where = f"{source}: entry {i}"
         if not isinstance(item, Mapping):
             raise HotlistError(f"{where}: must be an object")
-        unknown = sorted(set(item) - {"plate", "digest", "reason", "expires", "note"})
-        if unknown:
-            raise HotlistError(f"{where}: unknown key {unknown[0]!r}")
+        unknown = set(item) - {"plate", "digest", "reason", "expires", "note"}
+        if unknown:  # named by count, not by name: a key may be a plate number
+            raise HotlistError(
+                f"{where}: {len(unknown)} unknown key(s); known: plate, digest, reason, "
+                "expires, note"
+            )
         reason = item.get("reason")
         if not isinstance(reason, str) or not REASON_RE.fullmatch(reason):
-            raise HotlistError(f"{where}: 'reason' must be 1-32 of A-Z 0-9 _ -, got {reason!r}")
+            raise HotlistError(f"{where}: 'reason' must be 1-32 of A-Z 0-9 _ -")
         if file_hashed:
             key = item.get("digest")
             if "plate" in item:
