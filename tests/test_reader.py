@@ -307,7 +307,11 @@ def ref_split_row(grey: U8) -> int:
 
 
 def ref_plate_rows(crop: U8, width: int, height: int, aspect: float) -> list[U8]:
-    band = ref_text_band(ref_deskew(ref_to_grey(crop)))
+    grey = ref_to_grey(crop)
+    h, w = grey.shape
+    if w >= 2 * width and h >= 2 * (w // width):  # a wide crop: box-averaged down first
+        grey = np.asarray(Image.fromarray(grey).reduce(w // width))
+    band = ref_text_band(ref_deskew(grey))
     h, w = band.shape
     rows = [band]
     if w < aspect * h and h >= 8:

@@ -12,6 +12,7 @@ and `<name>.json` (the manifest the node loads: sha256, input size, alphabet, ro
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,11 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("node/infer/models"))
     p.add_argument("--name", default="reader")
     p.add_argument("--version", default="1")
-    p.add_argument("--seed", type=int, default=1, help="the run's seed (its plate bank)")
-    p.add_argument("--bank", type=int, default=4000, help="the run's bank size")
+    p.add_argument("--seed", type=int, help="the run's seed (default: its args.json)")
+    p.add_argument("--bank", type=int, help="the run's bank size (default: its args.json)")
     p.add_argument("--calibration", type=int, default=400, help="representative rows")
     p.add_argument("--min-confidence", type=float, default=0.6)
     a = p.parse_args(argv)
+    trained = (
+        json.loads((a.run / "args.json").read_text()) if (a.run / "args.json").exists() else {}
+    )
+    a.seed = a.seed if a.seed is not None else int(trained.get("seed", 1))
+    a.bank = a.bank if a.bank is not None else int(trained.get("bank", 4000))
     from tools.reader.model import build
 
     model = build(data.INPUT_H, data.INPUT_W, softmax=True)
