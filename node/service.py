@@ -170,8 +170,15 @@ class Service:
             reader=reader,
             on_hotlist=evidence.submit_alert if evidence is not None else None,
             main_image=detector.main_for,
-            release=self.ring.release,
+            release=self._release,
         )
+
+    def _release(self, seq: int, boxes: list[Any]) -> None:
+        """The rules stage is done with frame `seq`: the ring slims it, the detector lets go
+        of its main image."""
+        self.ring.release(seq, boxes)
+        if self.detector is not None:
+            self.detector.done_with(seq)
 
     def _build_reader(self) -> Any:
         """The plate reader on tracks (and the hotlist), or None: off, or its model refused

@@ -322,6 +322,11 @@ def test_zoom_window_finds_a_plate_the_lores_cannot_see(tmp_path: Path) -> None:
     expected = np.array(real_box()) + np.array([100, 50, 100, 50])  # window → main pixels
     np.testing.assert_allclose(plate.box, expected, rtol=1e-5)
     assert zoom.result(4) is None  # a frame it never saw
+    assert zoom.main_for(frame) is main  # the reader crops from the image the zoom fetched
+    zoom.done_with(2)  # an older frame: the image stays
+    assert zoom._last_main is not None
+    zoom.done_with(3)  # the stages are done with it: the 6 MB of a camera frame go
+    assert zoom._last_main is None
 
 
 def test_build_stage_takes_the_configured_window_before_the_suggested_one(tmp_path: Path) -> None:

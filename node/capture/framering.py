@@ -40,7 +40,7 @@ from node.capture.frame import ArrayRef, Frame, Image, KeptRef, Window
 
 log = logging.getLogger(__name__)
 
-KEEP_LORES = 2  # the newest frames keep their detection image (the console's live view)
+KEEP_LORES = 1  # the newest frame keeps its detection image and main (the console's live view)
 KEEP_FULL = 8  # guard: a frame never released nor dropped is slimmed after this many newer ones
 # (the service adds the detection queue's length: a frame waiting there is not slimmed)
 CONTEXT_WIDTH = 960

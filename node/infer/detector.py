@@ -226,6 +226,13 @@ class DetectorStage:
         last = self._last_main
         return last[1] if last is not None and last[0] == frame.seq else frame.main.array()
 
+    def done_with(self, seq: int) -> None:
+        """The stages are done with frame `seq`: let its main image go (a camera's is 6 MB,
+        and the frame ring keeps only what evidence needs of it)."""
+        last = self._last_main
+        if last is not None and last[0] <= seq:
+            self._last_main = None
+
     def process(self, frame: Frame) -> None:
         sx, sy = frame.lores_to_main
         first_level = (1.0,)  # one pass at full scale: plates on the road are small
