@@ -271,7 +271,7 @@ def run_pipeline(ring: FrameRing, source: object, stage: object, queue: int) -> 
 
 def test_a_slow_stage_keeps_the_windows_of_every_frame_it_processed() -> None:
     """Frames waiting in a long queue are not slimmed before the stages see them; frames the
-    queue drops are slimmed at once, without windows."""
+    queue drops leave the ring at once (no plate boxes, and no JPEG to spend on them)."""
     from tests.sourcedouble import CountingSource
 
     queue = 16
@@ -281,18 +281,16 @@ def test_a_slow_stage_keeps_the_windows_of_every_frame_it_processed() -> None:
     pipe = run_pipeline(ring, source, stage, queue)
     ring.slim()  # what the capture thread does at its next frame, had the source gone on
     frames = {f.seq: f for f in ring.by_seq(0, 999)}
-    assert len(frames) == 80
     processed = set(stage.seen)
-    dropped = set(frames) - processed
-    assert dropped  # the stage is slower than the camera: the queue dropped frames
-    assert pipe.queue.dropped == len(dropped)  # type: ignore[attr-defined]
+    assert len(processed) < 80  # the stage is slower than the camera: the queue dropped frames
+    assert set(frames) == processed  # every processed frame is kept, no dropped one
+    assert pipe.queue.dropped == ring.status()["dropped"] == 80 - len(processed)  # type: ignore[attr-defined]
     newest = max(frames)
     for seq, f in frames.items():
-        if seq >= newest - 1:
-            continue  # the newest stay whole
+        if seq == newest:
+            continue  # the newest stays whole
         assert isinstance(f.main, KeptRef), seq
-        windows = f.main.region((90, 90, 170, 130)) is not None
-        assert windows == (seq in processed), seq
+        assert f.main.region((90, 90, 170, 130)) is not None, seq  # its plate window
 
 
 def test_a_frame_that_cannot_be_slimmed_stays_whole_and_capture_goes_on(

@@ -73,8 +73,8 @@ Window = tuple[int, int, int, int]
 @dataclass(frozen=True, slots=True)
 class KeptRef:
     """A main image after the ring let the full frame go (`node.capture.framering`): the
-    whole picture as a JPEG `context_size` large (context frames and overviews are made at
-    that width or smaller) and full-resolution `windows` around the plates the detector
+    whole picture as a JPEG, `context_size` large once decoded (context frames and overviews
+    are made at that width or smaller) and full-resolution `windows` around the plates the detector
     found in it (plate crops). A few hundred kB instead of 6 MB for 1920x1080."""
 
     full_shape: tuple[int, int, int]
@@ -91,8 +91,12 @@ class KeptRef:
         return len(self.jpeg) + sum(int(px.nbytes) for _, px in self.windows)
 
     def context(self) -> Image:
-        """The whole picture at `context_size`."""
+        """The whole picture at `context_size` (the JPEG may hold the detection stream at
+        its own, slightly different, aspect: brought to the main image's here)."""
         out: Image = simplejpeg.decode_jpeg(self.jpeg, colorspace="RGB")
+        if (out.shape[1], out.shape[0]) != self.context_size:
+            pic = PILImage.fromarray(out).resize(self.context_size, PILImage.Resampling.BOX)
+            out = np.asarray(pic, dtype=np.uint8)
         return out
 
     def region(self, box: Window) -> Image | None:

@@ -11,9 +11,10 @@ overview are made at that width or smaller) and full-resolution pixels around th
 (the plate crop). So once the stages are done with a frame (`release`, called by the rules
 stage with the frame's plate boxes), `slim` swaps its main array for a `KeptRef`: the
 picture at `context_width` as a JPEG (quality `CONTEXT_QUALITY`, ~0.1-0.2 MB) and the
-full-resolution windows around those boxes (`window_margin` plate sizes each side). A frame
-the stages never reach (dropped from a full queue: `drop`) is kept the same way, without
-windows; so is, as a guard against a stuck stage, one neither released nor dropped once
+full-resolution windows around those boxes (`window_margin` plate sizes each side). A camera
+frame the stages never reach (dropped from a full queue: `drop`) leaves the ring at once: it
+has no plate boxes, and the processed frames around it serve as context pictures. As a guard
+against a stuck stage, a frame neither released nor dropped is slimmed, without windows, once
 `keep_full` newer frames have arrived. `slim` runs in the capture thread after it has
 handed the new frame to the detector (a camera thread otherwise waits for the sensor), and
 encodes outside the lock.
@@ -78,29 +79,35 @@ def keep(
 ) -> KeptRef:
     """What the ring keeps of a full `image`: the picture `width` wide (never wider than it
     is) as a JPEG, and copies of its `windows`. A `lores` image (the frame's detection
-    stream) exactly `width` wide stands in for scaling `image` down: the camera's ISP made it
-    from the same picture, for free (it is only brought to the main image's aspect)."""
+    stream) exactly `width` wide and within 2 % of the main image's aspect stands in for
+    scaling `image` down: the camera's ISP made it from the same picture, for free; it is
+    encoded as it is, and `KeptRef.context` brings it to the main image's aspect when a packet
+    asks (rarely), not on every frame."""
     h, w = image.shape[:2]
     small = image
+    size = (min(width, w), max(1, round(h * min(width, w) / w)))
     if width < w:
-        size = (width, max(1, round(h * width / w)))
-        if lores is not None and lores.ndim == 3 and lores.shape[1] == width:
-            pic = PILImage.fromarray(lores)
+        if (
+            lores is not None
+            and lores.ndim == 3
+            and lores.shape[1] == width
+            and abs(lores.shape[0] - size[1]) <= 0.02 * size[1]
+        ):
+            small = lores
         else:
             pic = PILImage.fromarray(image)
-        if pic.width // width >= 2:  # an integer box average first: 3x faster than resizing
-            pic = pic.reduce(w // width)
-        if pic.size != size:
-            pic = pic.resize(size, PILImage.Resampling.BOX)
-        small = np.asarray(pic)
+            if w // width >= 2:  # an integer box average first: 3x faster than resizing
+                pic = pic.reduce(w // width)
+            if pic.size != size:
+                pic = pic.resize(size, PILImage.Resampling.BOX)
+            small = np.asarray(pic)
     jpeg = simplejpeg.encode_jpeg(
         np.ascontiguousarray(small), quality=quality, colorspace="RGB", colorsubsampling="420"
     )
     kept = tuple(
         (win, np.ascontiguousarray(image[win[1] : win[3], win[0] : win[2]])) for win in windows
     )
-    shape = (int(h), int(w), 3)
-    return KeptRef(shape, bytes(jpeg), (int(small.shape[1]), int(small.shape[0])), kept)
+    return KeptRef((int(h), int(w), 3), bytes(jpeg), size, kept)
 
 
 def _heavy(frame: Frame) -> bool:
@@ -132,10 +139,10 @@ class FrameRing:
         self._bytes = 0
         self._released = -1  # frames up to this seq are done with (stages go in order)
         self._boxes: dict[int, list[Box]] = {}  # plate boxes of released heavy frames
-        self._dropped: set[int] = set()  # frames the queue dropped: no stage will see them
         self._busy: set[int] = set()  # frames being slimmed now
         self._failed: set[int] = set()  # frames that could not be slimmed (kept whole)
         self.kept = 0  # frames swapped for a KeptRef
+        self.dropped = 0  # heavy frames the detection queue dropped, let go at once
         self.errors = 0
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -144,7 +151,7 @@ class FrameRing:
         """Keep `frame` (cheap: the slimming is `slim`'s)."""
         with self._lock:
             if self._frames and frame.seq <= self._frames[-1].seq:  # the source started over
-                self._released, self._boxes, self._dropped = -1, {}, set()
+                self._released, self._boxes = -1, {}
             self._frames.append(frame)
             self._bytes += frame.nbytes
             self._evict(frame.mono_ns - self.span_ns)
@@ -188,11 +195,23 @@ class FrameRing:
                 self._boxes[seq] = list(boxes)
 
     def drop(self, seq: int) -> None:
-        """Frame `seq` will never reach the stages (the detection queue dropped it): it can
-        be slimmed now, without plate windows. Not cumulative: an older frame may still be
-        with the stages."""
+        """Frame `seq` will never reach the stages (the detection queue dropped it). A heavy
+        one leaves the ring at once: it has no plate boxes, so evidence would use it only as
+        a context picture, and the processed frames around it serve for that (a packet takes
+        the nearest kept frame); slimming it would cost a JPEG encoding per dropped frame
+        exactly when the machine is too busy. A cheap one (the sim's) stays. Not cumulative:
+        an older frame may still be with the stages."""
         with self._lock:
-            self._dropped.add(seq)
+            for i in range(len(self._frames) - 1, -1, -1):
+                f = self._frames[i]
+                if f.seq == seq:
+                    if _heavy(f) and seq not in self._busy:
+                        del self._frames[i]
+                        self._bytes -= f.nbytes
+                        self.dropped += 1
+                    return
+                if f.seq < seq:
+                    return
 
     def status(self) -> dict[str, int | str | None]:
         with self._lock:
@@ -200,6 +219,7 @@ class FrameRing:
                 "frames": len(self._frames),
                 "bytes": self._bytes,
                 "kept": self.kept,
+                "dropped": self.dropped,
                 "slim_errors": self.errors,
                 "last_error": self.last_error,
             }
@@ -214,15 +234,13 @@ class FrameRing:
                 break
             if not _heavy(f) or f.seq in self._busy or f.seq in self._failed:
                 continue
-            if f.seq <= self._released or f.seq in self._dropped or i < n - self.keep_full:
+            if f.seq <= self._released or i < n - self.keep_full:
                 out.append((f, self._boxes.pop(f.seq, [])))
                 self._busy.add(f.seq)
-                self._dropped.discard(f.seq)
         if self._frames:  # forget what is older than the ring
             oldest = self._frames[0].seq
-            for book in (self._dropped, self._failed):
-                if book and min(book) < oldest:
-                    book.difference_update([s for s in book if s < oldest])
+            if self._failed and min(self._failed) < oldest:
+                self._failed.difference_update([s for s in self._failed if s < oldest])
             if self._boxes and min(self._boxes) < oldest:
                 self._boxes = {s: b for s, b in self._boxes.items() if s >= oldest}
         return out
