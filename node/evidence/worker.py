@@ -26,6 +26,7 @@ from node.capture.frame import Frame, picture
 from node.capture.framering import FrameRing
 from node.config import Config
 from node.evidence import PacketError
+from node.health import trim_heap
 from node.rules.signal import SignalState
 from node.rules.violations import Violation
 
@@ -154,6 +155,11 @@ class EvidenceWorker:
                 self.counts["lost"] += 1
                 self.last_error = f"{what}: {type(e).__name__}: {e}"
                 log.exception("evidence for %s failed", what)
+            del job
+            # building a packet is the node's biggest burst of allocations (decoded frames,
+            # JPEGs, the sealed file): its pages go back to the kernel now, not at the next
+            # health sample, so the RSS does not sit at the burst's high-water mark
+            trim_heap()
 
     def _frames(self, v: Violation) -> list[Frame]:
         deadline = time.monotonic() + FRAMES_WAIT_S
