@@ -214,20 +214,11 @@ class Releasing:
 
 
 def test_the_pipeline_slims_what_its_stages_released() -> None:
-    from node.pipeline import Pipeline
     from tests.sourcedouble import CountingSource
 
     ring = FrameRing(seconds=60.0, max_bytes=2**31)
     source = CountingSource(fps=0, size=(960, 540), limit=30)  # main 1920x1080 arrays
-    pipe = Pipeline(source, ring, [Releasing(ring)], queue_frames=64)
-    pipe.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not pipe.idle:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    finally:
-        pipe.stop()
+    pipe = run_pipeline(ring, source, Releasing(ring), 64)
     frames = ring.by_seq(0, 99)
     assert len(frames) == 30
     kept = [f.main for f in frames if isinstance(f.main, KeptRef)]
@@ -235,7 +226,7 @@ def test_the_pipeline_slims_what_its_stages_released() -> None:
     # last few (released after the last frame came in, or the newest)
     assert len(kept) >= 30 - KEEP_FULL
     assert all(k.region((90, 90, 170, 130)) is not None for k in kept)  # the plate windows
-    ring_status = pipe.snapshot()["ring"]
+    ring_status = pipe.snapshot()["ring"]  # type: ignore[attr-defined]
     assert isinstance(ring_status, dict)
     assert ring_status["kept"] == len(kept)
 
