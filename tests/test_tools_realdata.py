@@ -180,6 +180,22 @@ def test_real_sample_boxes_cover_the_plate(dataset: Path) -> None:
     assert 5 <= flipped <= 35  # mirrored about half the time
 
 
+def test_real_sample_small_draws_junction_sized_plates(dataset: Path) -> None:
+    item = load_labels(dataset)[0]
+    pixels = load_image(item)
+    widths = []
+    for seed in range(30):
+        _, boxes = real_sample(
+            np.random.default_rng(seed), item, (200, 240), augment=False, image=pixels, small=True
+        )
+        widths.append(float(boxes[0, 2] - boxes[0, 0]))
+        red = _colour_mask(_, RED)
+        assert _inside(red, boxes[0], 1.0).all()
+    assert max(widths) <= 41  # SMALL_PLATE_PX, give or take a pixel of rounding
+    assert min(widths) < 14
+    assert np.median(widths) < 25  # log-uniform 10-40: median 20
+
+
 def test_real_sample_many_plates_and_none(dataset: Path) -> None:
     empty, two = load_labels(dataset)[1], load_labels(dataset)[2]
     image, boxes = real_sample(np.random.default_rng(1), empty, (96, 128))

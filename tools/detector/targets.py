@@ -20,8 +20,13 @@ MIN_DIST = 0.5  # px: a cell centre on an edge still has a finite log distance
 F32 = npt.NDArray[np.float32]
 
 
-def encode(boxes: F32, height: int, width: int) -> tuple[F32, F32, F32]:
-    """(heat [h,w,1], box [h,w,4], weight [h,w,1]) for `boxes` (N,4) in input pixels."""
+def encode(boxes: F32, height: int, width: int, per_plate: bool = False) -> tuple[F32, F32, F32]:
+    """(heat [h,w,1], box [h,w,4], weight [h,w,1]) for `boxes` (N,4) in input pixels.
+
+    Box weights: by default each cell's Gaussian value (1 at the centre), so a plate's share
+    of the box loss grows with its area. `per_plate` gives every plate the same share: half
+    on its centre cell (where the decoder reads the box), half spread over its region by the
+    Gaussian; a 12 px plate then counts as much as one filling the crop."""
     h, w = height // STRIDE, width // STRIDE
     heat = np.zeros((h, w), np.float32)
     box = np.zeros((h, w, 4), np.float32)
@@ -48,6 +53,10 @@ def encode(boxes: F32, height: int, width: int) -> tuple[F32, F32, F32]:
         d = np.log(np.maximum(d, MIN_DIST) / STRIDE)
         sub_box, sub_w = box[i0:i1, j0:j1], weight[i0:i1, j0:j1]
         sub_box[region] = d[region]
-        sub_w[region] = g[region]
-        sub_w[ci - i0, cj - j0] = 1.0
+        if per_plate:
+            sub_w[region] = 0.5 * g[region] / float(g[region].sum())
+            sub_w[ci - i0, cj - j0] += 0.5
+        else:
+            sub_w[region] = g[region]
+            sub_w[ci - i0, cj - j0] = 1.0
     return heat[..., None], box, weight[..., None]

@@ -34,9 +34,16 @@ Batch = tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[
 
 
 def make_batch(
-    seed: int, step: int, size: int, batch: int, real_fraction: float, real_items: list[Any]
+    seed: int,
+    step: int,
+    size: int,
+    batch: int,
+    real_fraction: float,
+    real_items: list[Any],
+    small_real: float = 0.0,
+    per_plate: bool = False,
 ) -> Batch:
-    """Batch `step`: deterministic from (seed, step)."""
+    """Batch `step`: deterministic from (seed, step) and the options."""
     rng = np.random.default_rng([seed, step])
     images, heats, boxes, weights = [], [], [], []
     for _ in range(batch):
@@ -46,10 +53,14 @@ def make_batch(
 
             if item.name not in _PHOTOS:  # decoded once per worker (~230 photos, ~100 MB)
                 _PHOTOS[item.name] = realdata.load_image(item)
-            image, gt = realdata.real_sample(rng, item, (size, size), image=_PHOTOS[item.name])
+            small = small_real > 0 and bool(rng.random() < small_real)
+            image, gt = realdata.real_sample(
+                rng, item, (size, size), image=_PHOTOS[item.name], small=small
+            )
         else:
             image, gt = synth.make_sample(rng, (size, size))[:2]
-        heat, box, weight = encode(np.asarray(gt, np.float32).reshape(-1, 4), size, size)
+        gt_boxes = np.asarray(gt, np.float32).reshape(-1, 4)
+        heat, box, weight = encode(gt_boxes, size, size, per_plate)
         images.append(image)
         heats.append(heat)
         boxes.append(box)
@@ -84,6 +95,8 @@ def batches(a: argparse.Namespace, start: int) -> Iterator[tuple[int, Batch]]:
                     a.batch,
                     a.real_fraction,
                     a.real and str(a.real),
+                    a.small_real,
+                    a.box_norm == "plate",
                 ),
                 a.workers,
                 queue,
@@ -102,12 +115,13 @@ def batches(a: argparse.Namespace, start: int) -> Iterator[tuple[int, Batch]]:
 
 
 def _strided_producer(
-    args: tuple[int, int, int, int, int, float, str | None], stride: int, out: Any
+    args: tuple[int, int, int, int, int, float, str | None, float, bool], stride: int, out: Any
 ) -> None:
-    seed, first, steps, size, batch, real_fraction, real_path = args
+    seed, first, steps, size, batch, real_fraction, real_path, small_real, per_plate = args
     real_items = _train_items(real_path)
     for step in range(first, steps, stride):
-        out.put((step, make_batch(seed, step, size, batch, real_fraction, real_items)))
+        made = make_batch(seed, step, size, batch, real_fraction, real_items, small_real, per_plate)
+        out.put((step, made))
 
 
 def train(a: argparse.Namespace) -> None:
@@ -171,6 +185,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--box-weight", type=float, default=1.0)
     p.add_argument("--real-fraction", type=float, default=0.3)
+    p.add_argument(
+        "--small-real",
+        type=float,
+        default=0.0,
+        help="share of real crops whose plates are drawn 10-40 px wide (junction sizes)",
+    )
+    p.add_argument(
+        "--box-norm",
+        choices=("area", "plate"),
+        default="area",
+        help="box-loss weight per cell by Gaussian (area: big plates weigh more) or per plate",
+    )
     p.add_argument("--workers", type=int, default=1, help="data-making processes")
     p.add_argument("--checkpoint-every", type=int, default=200)
     return p.parse_args(argv)

@@ -46,6 +46,7 @@ LABELS = "labels.jsonl"
 MIN_VISIBLE = 0.5  # a plate cut by the crop keeps its box if this much of it is inside
 MIN_BOX_PX = 6.0  # narrower boxes are dropped (as in `tools.plates.synth`)
 MIN_PLATE_PX, MAX_PLATE_FRACTION = 10.0, 0.6
+SMALL_PLATE_PX = 40.0  # the top of the `small` draw
 P_FLIP = 0.5
 
 
@@ -168,15 +169,19 @@ def real_sample(
     augment: bool = True,
     flip: bool = True,
     image: U8 | None = None,
+    small: bool = False,
 ) -> tuple[U8, F32]:
     """A training crop of `item`: (image (H, W, 3) uint8 RGB, boxes (N, 4) float32 x0 y0 x1
     y1); `size` = (H, W). `augment` turns the photometric degradations on, `flip` the
-    random mirroring. Pass `image` (from `load_image`) to skip reading the file."""
+    random mirroring. Pass `image` (from `load_image`) to skip reading the file. The median
+    plate is drawn log-uniform from MIN_PLATE_PX to most of the crop, or with `small` to
+    SMALL_PLATE_PX (plates as junction footage shows them)."""
     pixels = load_image(item) if image is None else image
     height, width = size
     boxes = item.boxes
     if len(boxes):
-        target = math.exp(rng.uniform(math.log(MIN_PLATE_PX), math.log(MAX_PLATE_FRACTION * width)))
+        top = SMALL_PLATE_PX if small else MAX_PLATE_FRACTION * width
+        target = math.exp(rng.uniform(math.log(MIN_PLATE_PX), math.log(top)))
         scale = target / float(np.median(boxes[:, 2] - boxes[:, 0]))
     else:
         scale = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
