@@ -105,7 +105,7 @@ def batches(a: argparse.Namespace, start: int) -> Iterator[tuple[int, Batch]]:
         p.start()
         procs.append(p)
     pending: dict[int, Batch] = {}
-    for step in range(start, a.steps):
+    for step in range(start, min(a.steps, a.stop_at or a.steps)):
         while step not in pending:
             got_step, got = queue.get()
             pending[got_step] = got
@@ -141,6 +141,7 @@ def train(a: argparse.Namespace) -> None:
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
         print(f"resumed from {manager.latest_checkpoint} at step {int(step_var)}", flush=True)
+    (a.out / "final.weights.h5").unlink(missing_ok=True)  # stale once training goes on
 
     @tf.function  # type: ignore[misc]
     def train_step(x: Any, th: Any, tb: Any, tw: Any) -> Any:
@@ -199,6 +200,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=1, help="data-making processes")
     p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=0,
+        help="stop (with a checkpoint) at this step; the schedule still runs to --steps",
+    )
     return p.parse_args(argv)
 
 
