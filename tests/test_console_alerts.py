@@ -128,7 +128,8 @@ def test_the_stage_keeps_each_hit_with_reason_and_match_but_no_plate() -> None:
     assert {f.name for f in dataclasses.fields(HotlistAlert)} == {
         "mono_ns", "utc_ns", "track_id", "reason", "fuzzy", "confidence",
     }  # fmt: skip
-    no_plate_text(repr(stage.alerts(10)))
+    # (the monotonic times are left out: a clock reading may hold "12345" by chance)
+    no_plate_text(repr([dataclasses.replace(a, mono_ns=0) for a in stage.alerts(10)]))
 
 
 def test_no_hotlist_no_alerts_and_the_keep_is_bounded() -> None:
@@ -156,7 +157,7 @@ def running_service(cfg: Config, state: Path) -> Iterator[Service]:
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30  # generous: a loaded 2-core CI machine
         while service.pipeline.counters.processed < 2:
             assert time.monotonic() < deadline, "service did not start"
             time.sleep(0.01)
@@ -245,6 +246,6 @@ def test_the_console_lists_alerts_within_80_columns_and_no_plate(
 
         out = term.command("status")
         assert "alerts   2 hotlist hits (`alerts` lists them)" in out
-        no_plate_text(out)
+        no_plate_text(re.sub(r"pid \d+", "pid N", out))  # this process's pid may be 12345
         assert "alerts [N]" in term.command("help")
         assert "No plate text" in term.command("help alerts")
