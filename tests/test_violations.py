@@ -337,6 +337,22 @@ def test_a_repeat_offence_where_the_lost_vehicle_would_be_is_dropped() -> None:
     assert rules.status()["duplicates_dropped"] == 0
 
 
+def test_two_tracks_on_one_plate_are_one_offender() -> None:
+    """The tracker lost a speeder's plate for a frame, started a second track on it, then fed
+    both for two frames (8 and 9) before the first ended: one vehicle, one speeding. Two
+    speeders abreast, seen in the same frames, are two."""
+    fast = straight(400.0, 1000.0, 0.0, -40.0, range(22))
+    first = {s: p for s, p in fast.items() if s <= 9}
+    second = {s: (p[0] + 3.0, p[1]) for s, p in fast.items() if s >= 8}
+    found, rules = play({1: first, 2: second})
+    assert [(v.rule, v.track_id) for v in found] == [("speeding", 1)]
+    assert rules.status()["duplicates_dropped"] == 1
+    abreast = {s: (p[0] + 150.0, p[1]) for s, p in fast.items() if s >= 8}
+    found, rules = play({1: first, 2: abreast})
+    assert [v.track_id for v in found] == [1, 2]
+    assert rules.status()["duplicates_dropped"] == 0
+
+
 def test_each_rule_fires_at_most_once_per_vehicle_and_ids_are_stable() -> None:
     loop = {
         **straight(600.0, 705.0, 0.0, -20.0, range(15)),

@@ -19,6 +19,7 @@ import numpy as np
 
 from node.capture.frame import Frame
 from node.config import RulesConfig
+from node.infer.decode import iou_matrix
 from node.rules.crossrules import RedLightRule, SolidLineRule
 from node.rules.motionrules import SpeedingRule, WrongWayRule
 from node.rules.signal import SignalLog, SignalState
@@ -28,6 +29,7 @@ from node.rules.zones import Box, Floats, Zones, plate_points
 
 REID_SPEED_SAMPLES = 5  # a vanished vehicle's road speed: over its last samples
 DUPLICATE_GATE = 2.0  # a repeat offence this near (x reid_gate) is the same vehicle again
+TWIN_IOU = 0.5  # two tracks whose plate boxes overlap this much in one frame: one plate
 NAMESPACE = uuid.UUID("5b0d7d64-3f0e-4a53-9a4c-2f7f1d1c9e10")
 
 
@@ -175,12 +177,19 @@ class ViolationRules:
         return float(np.hypot(start[0, 0] - px, start[0, 1] - py)) / size
 
     def _duplicate(self, rule: str, v: Vehicle) -> bool:
-        """Whether another vehicle that already broke `rule`, and vanished before `v` was
-        first seen, would be where `v` was first seen: the same vehicle whose track was lost
-        and not re-identified (within `DUPLICATE_GATE` x `reid_gate`: two vehicles committing
-        the same offence in the same place within `reid_window_s` of each other is rarer
-        than a missed re-identification)."""
+        """Whether another vehicle that already broke `rule` is `v` itself:
+
+        - it vanished before `v` was first seen and would be where `v` was first seen: the
+          same vehicle whose track was lost and not re-identified (within `DUPLICATE_GATE` x
+          `reid_gate`: two vehicles committing the same offence in the same place within
+          `reid_window_s` of each other is rarer than a missed re-identification);
+        - or it was seen in the same frame as `v` with plate boxes overlapping by
+          `TWIN_IOU`: two tracks on one plate (one lost for a frame or two while the other
+          started, then both fed). Two vehicles' plates never overlap that much."""
         s = v.samples
+        for w in set(self.vehicles.values()):
+            if w is not v and rule in w.fired and _twins(s, w.samples):
+                return True
         first_box = (
             float(s.boxes[0, 0]),
             float(s.boxes[0, 1]),
@@ -260,3 +269,13 @@ class ViolationRules:
             f.measured,
             round(min(1.0, max(0.0, f.confidence)), 3),
         )
+
+
+def _twins(a: Samples, b: Samples) -> bool:
+    """Whether two vehicles' samples share a frame where their plate boxes overlap by
+    `TWIN_IOU` or more."""
+    _, ia, ib = np.intersect1d(a.seq, b.seq, return_indices=True)
+    if not len(ia):
+        return False
+    overlap = np.diagonal(iou_matrix(a.boxes[ia], b.boxes[ib]))
+    return bool(overlap.max() >= TWIN_IOU)
