@@ -19,17 +19,17 @@ import numpy as np
 
 from node.capture.frame import Frame
 from node.config import RulesConfig
-from node.infer.decode import iou_matrix
 from node.rules.crossrules import RedLightRule, SolidLineRule
 from node.rules.motionrules import SpeedingRule, WrongWayRule
 from node.rules.signal import SignalLog, SignalState
-from node.rules.tracker import CONFIRMED, Observation, Track
+from node.rules.tracker import CONFIRMED, Observation, Track, over_smaller
 from node.rules.vehicle import Finding, Measured, Samples, Vehicle, place
 from node.rules.zones import Box, Floats, Zones, plate_points
 
 REID_SPEED_SAMPLES = 5  # a vanished vehicle's road speed: over its last samples
 DUPLICATE_GATE = 2.0  # a repeat offence this near (x reid_gate) is the same vehicle again
-TWIN_IOU = 0.5  # two tracks whose plate boxes overlap this much in one frame: one plate
+TWIN_OVERLAP = 0.5  # two tracks' plate boxes overlapping this much (of the smaller) in one
+# frame: one plate
 NAMESPACE = uuid.UUID("5b0d7d64-3f0e-4a53-9a4c-2f7f1d1c9e10")
 
 
@@ -184,8 +184,9 @@ class ViolationRules:
           `reid_gate`: two vehicles committing the same offence in the same place within
           `reid_window_s` of each other is rarer than a missed re-identification);
         - or it was seen in the same frame as `v` with plate boxes overlapping by
-          `TWIN_IOU`: two tracks on one plate (one lost for a frame or two while the other
-          started, then both fed). Two vehicles' plates never overlap that much."""
+          `TWIN_OVERLAP` of the smaller box: two tracks on one plate (one lost for a frame or
+          two while the other started, then both fed). Two vehicles' plates seen in one
+          frame never overlap that much (a plate that covers another hides it)."""
         s = v.samples
         for w in set(self.vehicles.values()):
             if w is not v and rule in w.fired and _twins(s, w.samples):
@@ -273,9 +274,9 @@ class ViolationRules:
 
 def _twins(a: Samples, b: Samples) -> bool:
     """Whether two vehicles' samples share a frame where their plate boxes overlap by
-    `TWIN_IOU` or more."""
+    `TWIN_OVERLAP` of the smaller one or more."""
     _, ia, ib = np.intersect1d(a.seq, b.seq, return_indices=True)
     if not len(ia):
         return False
-    overlap = np.diagonal(iou_matrix(a.boxes[ia], b.boxes[ib]))
-    return bool(overlap.max() >= TWIN_IOU)
+    overlap = np.diagonal(over_smaller(a.boxes[ia], b.boxes[ib]))
+    return bool(overlap.max() >= TWIN_OVERLAP)
