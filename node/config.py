@@ -225,9 +225,6 @@ class SolidLineConfig:
     enabled: bool = flag(True, "check this rule")
     min_frames: int = bounded(3, 1, 30, "frames the plate is seen on each side of the line")
     margin_plate_widths: float = bounded(0.25, 0.0, 5.0, "nearer to the line = on neither side")
-    end_margin_plate_widths: float = bounded(
-        1.0, 0.0, 20.0, "a crossing nearer than this to either end of the line is not acted on"
-    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from node.config import (
     LaneConfig,
     RedLightConfig,
     RulesConfig,
-    SolidLineConfig,
     SpeedingConfig,
     SpeedTrapConfig,
     WrongWayConfig,
@@ -176,20 +175,6 @@ def test_solid_line_crossing_fires_once_touching_does_not() -> None:
     weaver = {s: (950.0 + (6.0 if s % 2 else -6.0), 1000.0 - 20.0 * s) for s in range(20)}
     keeper = straight(900.0, 1000.0, 0.0, -20.0, range(20))
     assert play({1: weaver, 2: keeper})[0] == []
-
-
-def test_a_crossing_at_the_end_of_a_solid_line_is_not_acted_on() -> None:
-    """The solid line ends at y=550. A plate drifting over x=950 at y=560 (a quarter of a
-    plate width from the end) is past where the line turns dashed by the time it is clear:
-    counted, not acted on. The same drift 40 px nearer (y=600) is an offence."""
-    at_end = straight(680.0, 1010.0, 12.0, -20.0, range(30))  # crosses x=950 at y=560
-    found, rules = play({1: at_end})
-    assert found == []
-    assert rules.rules[1].counts == {"near_line_end": 1}  # the solid-line rule
-    inside = straight(680.0, 1050.0, 12.0, -20.0, range(30))  # crosses at y=600
-    assert [v.rule for v in play({1: inside})[0]] == ["solid_line"]
-    no_margin = RulesConfig(solid_line=SolidLineConfig(end_margin_plate_widths=0.0))
-    assert [v.rule for v in play({1: at_end}, cfg=no_margin)[0]] == ["solid_line"]
 
 
 # --- wrong way -------------------------------------------------------------------------------

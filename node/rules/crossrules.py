@@ -109,10 +109,7 @@ class RedLightRule:
 
 class SolidLineRule:
     """The plate crosses a solid line and stays across: seen `min_frames` samples clear of it
-    (by `margin_plate_widths`) on each side, and not back on the first side since. A crossing
-    within `end_margin_plate_widths` of either end of the line is given the benefit of the
-    doubt: past its end the line goes on only in the geometry (a plate drifting over where
-    the line turns dashed would be seen "clear on the far side" of a line that is not there)."""
+    (by `margin_plate_widths`) on each side, and not back on the first side since."""
 
     name = "solid_line"
 
@@ -135,29 +132,9 @@ class SolidLineRule:
         for line in self.zones.solid_lines:
             for p, q in zip(line[:-1].tolist(), line[1:].tolist(), strict=True):
                 found = self._crossed(v, a, (p[0], p[1]), (q[0], q[1]), margin)
-                if found is not None and self._clear_of_ends(v, found.at - 1, (p, q), line):
+                if found is not None:
                     return found
         return None
-
-    def _clear_of_ends(
-        self, v: Vehicle, k: int, segment: tuple[list[float], list[float]], line: Floats
-    ) -> bool:
-        """Whether the step k -> k+1 meets the line's `segment` at least
-        `end_margin_plate_widths` (plate widths at sample k) from both ends of the whole line;
-        if not, counted once per crossing."""
-        a = v.samples
-        (ax, ay), (bx, by) = segment
-        p0, p1 = a.points[k], a.points[k + 1]
-        at = p0 + float(crossing_fraction((ax, ay), (bx, by), p0, p1)[0]) * (p1 - p0)
-        ends = np.asarray(line, dtype=np.float64)[[0, -1]]
-        if float(np.hypot(*(ends - at).T).min()) >= self.cfg.end_margin_plate_widths * float(
-            a.widths[k]
-        ):
-            return True
-        if v.judged.get("solid_line_end") != int(a.seq[k + 1]):
-            v.judged["solid_line_end"] = int(a.seq[k + 1])
-            self.counts["near_line_end"] = self.counts.get("near_line_end", 0) + 1
-        return False
 
     def _crossed(
         self, v: Vehicle, a: Samples, p: tuple[float, float], q: tuple[float, float], margin: Floats
