@@ -95,10 +95,16 @@ def render(
         "## Latency (this development machine, 2-core x86-64 VM; the Pi is slower)",
         "",
         f"- runtime: {lat['backend']}",
-        f"- mean invoke at {m['input'].split()[0]}: {lat['invoke_ms_1t']} ms on 1 thread, "
-        f"{lat['invoke_ms_2t']} ms on 2",
-        f"- whole detector for one 1920x1080 frame (letterbox, invoke, decode, NMS): "
-        f"{lat['frame_1080p_ms_1t']} ms on 1 thread, {lat['frame_1080p_ms_2t']} ms on 2",
+        f"- mean invoke at {m['input'].split()[0]} (one pass): {lat['invoke_ms_1t']} ms on 1 "
+        f"thread, {lat['invoke_ms_2t']} ms on 2",
+        "- the live stage's detector time for one 1920x1080 frame (the lores pass and the zoom",
+        f"  pass, letterbox, invoke, decode and NMS each): {lat['frame_1080p_ms_1t']} ms on 1 "
+        f"thread, {lat['frame_1080p_ms_2t']} ms on 2",
+        "- a 1920x1080 still image through the manifest's pyramid (`roadnode detect`): "
+        f"{lat.get('still_pyramid_ms_1t', 'n/a')} ms on 1 thread, "
+        f"{lat.get('still_pyramid_ms_2t', 'n/a')} ms on 2",
+        "- measured on a quiet machine by `tools.detector.card`; `roadnode bench` measures the",
+        "  same passes in the running node (docs/BENCHMARKS.md)",
         "",
         "## Reproduce",
         "",
