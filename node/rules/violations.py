@@ -183,10 +183,11 @@ class ViolationRules:
           same vehicle whose track was lost and not re-identified (within `DUPLICATE_GATE` x
           `reid_gate`: two vehicles committing the same offence in the same place within
           `reid_window_s` of each other is rarer than a missed re-identification);
-        - or it was seen in the same frame as `v` with plate boxes overlapping by
-          `TWIN_OVERLAP` of the smaller box: two tracks on one plate (one lost for a frame or
-          two while the other started, then both fed). Two vehicles' plates seen in one
-          frame never overlap that much (a plate that covers another hides it)."""
+        - or it was seen in the same frames as `v` with plate boxes of one size overlapping
+          by `TWIN_OVERLAP` of the smaller box in most of them (`_twins`): two tracks on one
+          plate (one lost for a frame or two while the other started, then both fed). Two
+          vehicles' plates seen in one frame never overlap that much (a plate that covers
+          another hides it)."""
         s = v.samples
         for w in set(self.vehicles.values()):
             if w is not v and rule in w.fired and _twins(s, w.samples):
@@ -273,10 +274,16 @@ class ViolationRules:
 
 
 def _twins(a: Samples, b: Samples) -> bool:
-    """Whether two vehicles' samples share a frame where their plate boxes overlap by
-    `TWIN_OVERLAP` of the smaller one or more."""
+    """Whether two vehicles' samples share frames and in most of them (over half) their
+    plate boxes overlap by `TWIN_OVERLAP` of the smaller one and are alike in size (areas
+    within 2x): one plate followed twice. One stray box that covers a neighbour's plate in
+    one frame does not make two riders abreast one."""
     _, ia, ib = np.intersect1d(a.seq, b.seq, return_indices=True)
     if not len(ia):
         return False
-    overlap = np.diagonal(over_smaller(a.boxes[ia], b.boxes[ib]))
-    return bool(overlap.max() >= TWIN_OVERLAP)
+    ba, bb = a.boxes[ia], b.boxes[ib]
+    overlap = np.diagonal(over_smaller(ba, bb))
+    area_a = np.prod(np.clip(ba[:, 2:] - ba[:, :2], 1e-9, None), axis=1)
+    area_b = np.prod(np.clip(bb[:, 2:] - bb[:, :2], 1e-9, None), axis=1)
+    alike = np.maximum(area_a, area_b) <= 2.0 * np.minimum(area_a, area_b)
+    return bool(np.mean((overlap >= TWIN_OVERLAP) & alike) > 0.5)
