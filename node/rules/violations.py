@@ -28,8 +28,10 @@ from node.rules.zones import Box, Floats, Zones, plate_points
 
 REID_SPEED_SAMPLES = 5  # a vanished vehicle's road speed: over its last samples
 DUPLICATE_GATE = 2.0  # a repeat offence this near (x reid_gate) is the same vehicle again
-TWIN_OVERLAP = 0.5  # two tracks' plate boxes overlapping this much (of the smaller) in one
-# frame: one plate
+# two tracks whose plate boxes overlap by this much of the smaller one, in this many shared
+# frames, follow one plate
+TWIN_OVERLAP = 0.5
+TWIN_FRAMES = 2
 NAMESPACE = uuid.UUID("5b0d7d64-3f0e-4a53-9a4c-2f7f1d1c9e10")
 
 
@@ -184,10 +186,10 @@ class ViolationRules:
           `reid_gate`: two vehicles committing the same offence in the same place within
           `reid_window_s` of each other is rarer than a missed re-identification);
         - or it was seen in the same frames as `v` with plate boxes of one size overlapping
-          by `TWIN_OVERLAP` of the smaller box in most of them (`_twins`): two tracks on one
-          plate (one lost for a frame or two while the other started, then both fed). Two
-          vehicles' plates seen in one frame never overlap that much (a plate that covers
-          another hides it)."""
+          by `TWIN_OVERLAP` of the smaller box in `TWIN_FRAMES` of them (`_twins`): two
+          tracks on one plate (one lost for a frame or two while the other started, then
+          both fed). Two vehicles' plates seen in one frame never overlap that much (a plate
+          that covers another hides it)."""
         s = v.samples
         for w in set(self.vehicles.values()):
             if w is not v and rule in w.fired and _twins(s, w.samples):
@@ -274,10 +276,10 @@ class ViolationRules:
 
 
 def _twins(a: Samples, b: Samples) -> bool:
-    """Whether two vehicles' samples share frames and in most of them (over half) their
-    plate boxes overlap by `TWIN_OVERLAP` of the smaller one and are alike in size (areas
-    within 2x): one plate followed twice. One stray box that covers a neighbour's plate in
-    one frame does not make two riders abreast one."""
+    """Whether two vehicles' samples share frames and in `TWIN_FRAMES` of them (or all, if
+    fewer) their plate boxes overlap by `TWIN_OVERLAP` of the smaller one and are alike in
+    size (areas within 2x): one plate followed twice. One stray box that covers a neighbour's
+    plate in one frame does not make two riders abreast one."""
     _, ia, ib = np.intersect1d(a.seq, b.seq, return_indices=True)
     if not len(ia):
         return False
@@ -286,4 +288,5 @@ def _twins(a: Samples, b: Samples) -> bool:
     area_a = np.prod(np.clip(ba[:, 2:] - ba[:, :2], 1e-9, None), axis=1)
     area_b = np.prod(np.clip(bb[:, 2:] - bb[:, :2], 1e-9, None), axis=1)
     alike = np.maximum(area_a, area_b) <= 2.0 * np.minimum(area_a, area_b)
-    return bool(np.mean((overlap >= TWIN_OVERLAP) & alike) > 0.5)
+    hits = int(np.count_nonzero((overlap >= TWIN_OVERLAP) & alike))
+    return hits >= min(TWIN_FRAMES, len(ia))

@@ -145,9 +145,10 @@ def recall_by_format(
 
 def latency(manifest: Path) -> dict[str, float]:
     """Milliseconds on 1 and 2 threads: one invoke at the input size (the lores pass); the
-    live stage's work for one 1920x1080 frame (letterbox of the frame into the input, invoke,
-    decode and NMS, then the same on a full-resolution input-sized window, as the zoom pass
-    runs); and a still image through the manifest's whole pyramid (`roadnode detect`)."""
+    live stage's work for one 1920x1080 frame (the lores pass on the frame's half-size lores
+    stream, then a full-resolution input-sized window of the main image, as the zoom pass
+    runs: letterbox, invoke, decode and NMS each); and a 1920x1080 still image through the
+    manifest's whole pyramid (`roadnode detect`)."""
     out: dict[str, float] = {}
     frame = synth.make_sample(np.random.default_rng(7), (1080, 1920))[0]
     for threads in (1, 2):
@@ -164,7 +165,7 @@ def latency(manifest: Path) -> dict[str, float]:
             invokes.append(det.timing.invoke_ms)
         for _ in range(20):
             t0 = time.perf_counter()
-            det.detect(frame, pyramid=one)
+            det.detect(lores, pyramid=one)
             det.detect(window, pyramid=one)
             t1 = time.perf_counter()
             det.detect(frame)
@@ -238,9 +239,10 @@ def main(argv: list[str] | None = None) -> None:
 
         args = json.loads((a.run / "args.json").read_text())
         training = (
-            f"{args['steps']} steps of {args['batch']} crops {args['size']} px, "
-            f"real fraction {args['real_fraction']}, seed {args['seed']}, in the stages "
-            "under Reproduce"
+            f"{args['steps']} steps of {args['batch']} crops {args['size']} px, seed "
+            f"{args['seed']}, in the stages under Reproduce (the last stage: real fraction "
+            f"{args['real_fraction']}, small real {args.get('small_real', '0.0')}, box loss "
+            f"per {args.get('box_norm', 'area')})"
         )
         a.card.write_text(render(result, TRAIN_CMD, EXPORT_CMD, CARD_CMD, training))
     print(text)
