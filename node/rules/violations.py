@@ -22,7 +22,7 @@ from node.config import RulesConfig
 from node.rules.crossrules import RedLightRule, SolidLineRule
 from node.rules.motionrules import SpeedingRule, WrongWayRule
 from node.rules.signal import SignalLog, SignalState
-from node.rules.tracker import CONFIRMED, Observation, Track, over_smaller
+from node.rules.tracker import CONFIRMED, Observation, Track
 from node.rules.vehicle import Finding, Measured, Samples, Vehicle, place
 from node.rules.zones import Box, Floats, Zones, plate_points
 
@@ -191,9 +191,6 @@ class ViolationRules:
           both fed). Two vehicles' plates seen in one frame never overlap that much (a plate
           that covers another hides it)."""
         s = v.samples
-        for w in set(self.vehicles.values()):
-            if w is not v and rule in w.fired and _twins(s, w.samples):
-                return True
         first_box = (
             float(s.boxes[0, 0]),
             float(s.boxes[0, 1]),
@@ -203,6 +200,8 @@ class ViolationRules:
         for w in set(self.vehicles.values()):
             if w is v or rule not in w.fired or not len(w.samples):
                 continue
+            if _twins(s, w.samples):
+                return True
             d = self._miss(w, int(s.mono_ns[0]), first_box)
             if d is not None and d <= DUPLICATE_GATE * self.cfg.reid_gate:
                 return True
@@ -283,10 +282,13 @@ def _twins(a: Samples, b: Samples) -> bool:
     _, ia, ib = np.intersect1d(a.seq, b.seq, return_indices=True)
     if not len(ia):
         return False
-    ba, bb = a.boxes[ia], b.boxes[ib]
-    overlap = np.diagonal(over_smaller(ba, bb))
-    area_a = np.prod(np.clip(ba[:, 2:] - ba[:, :2], 1e-9, None), axis=1)
-    area_b = np.prod(np.clip(bb[:, 2:] - bb[:, :2], 1e-9, None), axis=1)
-    alike = np.maximum(area_a, area_b) <= 2.0 * np.minimum(area_a, area_b)
-    hits = int(np.count_nonzero((overlap >= TWIN_OVERLAP) & alike))
-    return hits >= min(TWIN_FRAMES, len(ia))
+    ba, bb = a.boxes[ia], b.boxes[ib]  # the two boxes of each shared frame, pair by pair
+    inter = np.prod(
+        np.clip(np.minimum(ba[:, 2:], bb[:, 2:]) - np.maximum(ba[:, :2], bb[:, :2]), 0, None),
+        axis=1,
+    )
+    area_a = np.prod(np.clip(ba[:, 2:] - ba[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(bb[:, 2:] - bb[:, :2], 0, None), axis=1)
+    small, large = np.minimum(area_a, area_b), np.maximum(area_a, area_b)
+    hit = (small > 0) & (inter >= TWIN_OVERLAP * small) & (large <= 2.0 * small)
+    return int(np.count_nonzero(hit)) >= min(TWIN_FRAMES, len(ia))

@@ -114,10 +114,13 @@ def real_sets(real: Path, width: int, height: int) -> dict[str, tuple[list[U8], 
     }
 
 
-def synth_set(n: int, width: int, height: int) -> tuple[list[U8], list[Any], list[Any]]:
+def synth_set(
+    n: int, width: int, height: int, seed: int = SYNTH_VAL_SEED
+) -> tuple[list[U8], list[Any], list[Any]]:
+    """`n` synthetic scenes drawn from seeds (seed, k): images, plate boxes, (layout, colour)s."""
     images, boxes, specs = [], [], []
     for k in range(n):
-        s = synth.synth_sample(np.random.default_rng([SYNTH_VAL_SEED, k]), (height, width))
+        s = synth.synth_sample(np.random.default_rng([seed, k]), (height, width))
         images.append(s.image)
         boxes.append(s.boxes)
         specs.append(list(zip(s.layouts, s.colors, strict=True)))

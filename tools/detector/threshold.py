@@ -20,7 +20,7 @@ import numpy as np
 
 from node.infer.detector import PlateDetector
 from node.infer.evaluate import evaluate
-from tools.plates import synth
+from tools.detector.card import synth_set
 
 CALIBRATION_SEED = 7 * 10**8
 CANDIDATES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
@@ -28,13 +28,12 @@ CANDIDATES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 
 def calibrate(manifest: Path, scenes: int) -> list[dict[str, float]]:
     det = PlateDetector(manifest, threads=2)
-    h, w = det.manifest.input_height, det.manifest.input_width
-    dets, truths = [], []
-    for k in range(scenes):
-        s = synth.synth_sample(np.random.default_rng([CALIBRATION_SEED, k]), (h, w))
-        found = det.detect(s.image, threshold=min(CANDIDATES) / 2)
+    w, h = det.manifest.input_width, det.manifest.input_height
+    images, truths, _ = synth_set(scenes, w, h, seed=CALIBRATION_SEED)
+    dets = []
+    for image in images:
+        found = det.detect(image, threshold=min(CANDIDATES) / 2)
         dets.append((np.array([d.box for d in found]).reshape(-1, 4), [d.score for d in found]))
-        truths.append(s.boxes)
     rows = []
     for t in CANDIDATES:
         e = evaluate(dets, truths, t)
