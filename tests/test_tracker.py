@@ -196,3 +196,30 @@ def test_a_plate_found_twice_makes_one_track_and_plates_abreast_make_two() -> No
     assert len(confirmed) == 2, confirmed
     assert tracker.stats()["nested"] >= 18
     assert tracker.stats()["created"] == 2
+
+
+def test_a_lost_track_does_not_take_the_plate_a_fresh_track_follows() -> None:
+    # B drives up and vanishes; its prediction drifts on with a gate widened by uncertainty.
+    # A, followed every frame, slows down where B's prediction is: A's next box overlaps
+    # neither prediction and lies within both gates, relatively nearer B's (0.83 of B's
+    # widened gate against 0.95 of A's). Tracks seen last frame are matched first, so A keeps
+    # its plate; without that, B came back on A's plate (an identity swap)
+    def plates(seq: int) -> list[tuple[float, ...]]:
+        out: list[tuple[float, ...]] = []
+        if seq < 6:
+            out.append((500.0, 600.0 - 20 * seq, 10.0, 8.0, 0.9))
+        if 3 <= seq < 10:
+            out.append((620.0 - 25 * (seq - 3), 560.0 - 25 * (seq - 3), 10.0, 8.0, 0.9))
+        if seq == 10:
+            out.append((472.0, 390.0, 10.0, 8.0, 0.9))
+        return out
+
+    tracks = run(Tracker(TrackerConfig()), 11, plates)
+    a = ids_along(tracks[:10], lambda k: (620.0 - 25 * (k - 3), 560.0 - 25 * (k - 3)))
+    b = ids_along(tracks[:6], lambda k: (500.0, 600.0 - 20 * k))
+    assert len(a) == 1
+    assert len(b) == 1
+    assert a != b
+    got = {t.id: t for t in tracks[10]}
+    assert got[a.pop()].last.seq == 10
+    assert got[b.pop()].state == LOST

@@ -8,7 +8,9 @@ matches nothing starts a tentative track, unless it nests with a box a track too
 (the same plate found twice: see `NESTED`). A pairing is made by IoU with the predicted box
 (greedy, best first) or, when the boxes do not overlap at all (a small plate moving fast),
 by the distance between centres, within `centre_gate` plate sizes plus three standard
-deviations of the prediction, nearest first.
+deviations of the prediction, nearest first, tracks matched in the previous frame before lost
+ones (a cascade, as in DeepSORT: a lost track's prediction drifts and its gate widens, so it
+would otherwise win a plate that a fresh track is following).
 
 A tentative track is confirmed after `min_hits` matched frames and dropped the first frame
 it misses. A confirmed track that misses a frame is `lost`, keeps being predicted, and ends
@@ -224,13 +226,23 @@ class Tracker:
         pred, det = self._kf.boxes()[r], boxes[c]
         iou = iou_matrix(pred, det)
         pairs = greedy(iou, iou >= min_iou)
-        got_r, got_c = {p for p, _ in pairs}, {q for _, q in pairs}
-        left_r = np.array([i for i in range(len(r)) if i not in got_r], dtype=np.intp)
-        left_c = np.array([j for j in range(len(c)) if j not in got_c], dtype=np.intp)
-        if len(left_r) and len(left_c):
-            ratio = self._gate_ratio(r[left_r], det[left_c])
-            near = greedy(ratio, ratio <= 1.0, best_high=False)
-            pairs += [(int(left_r[i]), int(left_c[j])) for i, j in near]
+        # the centre stage, tracks seen last frame first: a lost track's prediction has drifted
+        # and its gate widened, so it would win a plate that a fresh track is following
+        for fresh in (True, False):
+            got_r, got_c = {p for p, _ in pairs}, {q for _, q in pairs}
+            left_r = np.array(
+                [
+                    i
+                    for i in range(len(r))
+                    if i not in got_r and (self._books[rows[i]].missed == 0) == fresh
+                ],
+                dtype=np.intp,
+            )
+            left_c = np.array([j for j in range(len(c)) if j not in got_c], dtype=np.intp)
+            if len(left_r) and len(left_c):
+                ratio = self._gate_ratio(r[left_r], det[left_c])
+                near = greedy(ratio, ratio <= 1.0, best_high=False)
+                pairs += [(int(left_r[i]), int(left_c[j])) for i, j in near]
         return [(rows[i], cols[j]) for i, j in pairs]
 
     def _gate_ratio(self, rows: Ints, det: Floats) -> Floats:
