@@ -371,6 +371,40 @@ def test_two_tracks_on_one_plate_are_one_offender() -> None:
     assert [v.track_id for v in play({1: first, 2: near}, boxes=stray)[0]] == [1, 2]
 
 
+def test_a_plate_handed_over_to_a_new_track_keeps_its_evidence() -> None:
+    """In frame 4 the tracker gave a lane changer's plate to a new track (it took the whole
+    plate while the old track took one row of it, then lost the plate). The new track is the
+    same vehicle, so the crossing in step 4 -> 5 has its frames before the line. A new plate
+    starting beside the old one is another vehicle."""
+    changer = straight(893.0, 1000.0, 12.0, -20.0, range(20))  # crosses x=950 in step 4 -> 5
+    x, y = changer[4]
+    one_row = {(1, 4): (x - 20.0, y - 20.0, x + 20.0, y - 10.0)}
+
+    def run(old: Path, new: Path) -> tuple[list[Violation], ViolationRules]:
+        rules = ViolationRules(RulesConfig(), Zones.from_config(ZONES))
+        found: list[Violation] = []
+        for seq in range(20):
+            tracks = [track_at(1, old, seq, boxes=one_row), track_at(2, new, seq)]
+            # the new track is confirmed in its third frame (min_hits), with its history
+            live = [t for t in tracks if t is not None and (t.id == 1 or seq >= 6)]
+            found += rules.update(live, frame(seq), phase(GREEN)(seq))
+        return found, rules
+
+    old = {s: p for s, p in changer.items() if s <= 4}
+    taken = {s: (p[0] + 3.0, p[1]) for s, p in changer.items() if s >= 4}
+    found, rules = run(old, taken)
+    assert [(v.rule, v.track_id, v.seq_at) for v in found] == [("solid_line", 1, 5)]
+    beside = {s: (p[0] + 45.0, p[1]) for s, p in changer.items() if s >= 4}
+    assert run(old, beside)[0] == []
+    # the old track finds the plate again in frames 8-9: one sample a frame all the same
+    back = {**old, 8: changer[8], 9: changer[9]}
+    found, rules = run(back, taken)
+    assert [v.track_id for v in found] == [1]
+    seqs = rules.vehicles[2].samples.seq.tolist()
+    assert rules.vehicles[1] is rules.vehicles[2]
+    assert seqs == list(range(20))
+
+
 def test_each_rule_fires_at_most_once_per_vehicle_and_ids_are_stable() -> None:
     loop = {
         **straight(600.0, 705.0, 0.0, -20.0, range(15)),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from node.capture.frame import Frame
 from node.config import RulesConfig
@@ -91,10 +92,14 @@ class ViolationRules:
             if v.ended_ns is None and not v.ids & live:
                 v.ended_ns = frame.mono_ns
         news: list[tuple[Vehicle, list[Observation]]] = []
+        fed: set[int] = set()  # vehicles given this frame's plate (two tracks may share one)
         for t in tracks:
             if t.state != CONFIRMED:
                 continue
             v = self.vehicles.get(t.id) or self._vehicle_for(t, matched)
+            if id(v) in fed:
+                continue
+            fed.add(id(v))
             v.velocity = t.velocity
             v.ended_ns = None
             last = v.last_seq
@@ -143,14 +148,17 @@ class ViolationRules:
         return v
 
     def _reidentify(self, t: Track, matched: set[int]) -> Vehicle | None:
-        """A vehicle that was not seen this frame (its tracks ended or lost), last seen before
-        `t` began and within the window, whose predicted position is nearest `t`'s start
-        (`_miss`), within `reid_gate`."""
+        """A vehicle that was not seen this frame (its tracks ended or lost) and whose plate
+        `t` took over in the frames they share (`_handed_over`: the old track lost its plate
+        to the new one), or else last seen before `t` began and within the window, whose
+        predicted position is nearest `t`'s start (`_miss`), within `reid_gate`."""
         first = t.history[0]
         best, best_d = None, np.inf
         for v in set(self.vehicles.values()):
             if v.ids & matched or not len(v.samples):
                 continue
+            if _handed_over(v.samples, t):
+                return v
             d = self._miss(v, first.mono_ns, first.box)
             if d is not None and d <= self.cfg.reid_gate and d < best_d:
                 best, best_d = v, d
@@ -274,21 +282,40 @@ class ViolationRules:
         )
 
 
-def _twins(a: Samples, b: Samples) -> bool:
-    """Whether two vehicles' samples share frames and in `TWIN_FRAMES` of them (or all, if
-    fewer) their plate boxes overlap by `TWIN_OVERLAP` of the smaller one and are alike in
-    size (areas within 2x): one plate followed twice. One stray box that covers a neighbour's
-    plate in one frame does not make two riders abreast one."""
-    _, ia, ib = np.intersect1d(a.seq, b.seq, return_indices=True)
-    if not len(ia):
-        return False
-    ba, bb = a.boxes[ia], b.boxes[ib]  # the two boxes of each shared frame, pair by pair
+def _shared_boxes(
+    seq_a: npt.NDArray[np.int64], boxes_a: Floats, seq_b: npt.NDArray[np.int64], boxes_b: Floats
+) -> tuple[Floats, Floats, Floats]:
+    """Over the frames two box sequences share, pair by pair: the intersection and the
+    smaller and larger area."""
+    _, ia, ib = np.intersect1d(seq_a, seq_b, return_indices=True)
+    ba, bb = boxes_a[ia], boxes_b[ib]
     inter = np.prod(
         np.clip(np.minimum(ba[:, 2:], bb[:, 2:]) - np.maximum(ba[:, :2], bb[:, :2]), 0, None),
         axis=1,
     )
     area_a = np.prod(np.clip(ba[:, 2:] - ba[:, :2], 0, None), axis=1)
     area_b = np.prod(np.clip(bb[:, 2:] - bb[:, :2], 0, None), axis=1)
-    small, large = np.minimum(area_a, area_b), np.maximum(area_a, area_b)
+    return inter, np.minimum(area_a, area_b), np.maximum(area_a, area_b)
+
+
+def _twins(a: Samples, b: Samples) -> bool:
+    """Whether two vehicles' samples share frames and in `TWIN_FRAMES` of them (or all, if
+    fewer) their plate boxes overlap by `TWIN_OVERLAP` of the smaller one and are alike in
+    size (areas within 2x): one plate followed twice. One stray box that covers a neighbour's
+    plate in one frame does not make two riders abreast one."""
+    inter, small, large = _shared_boxes(a.seq, a.boxes, b.seq, b.boxes)
+    if not len(inter):
+        return False
     hit = (small > 0) & (inter >= TWIN_OVERLAP * small) & (large <= 2.0 * small)
-    return int(np.count_nonzero(hit)) >= min(TWIN_FRAMES, len(ia))
+    return int(np.count_nonzero(hit)) >= min(TWIN_FRAMES, len(inter))
+
+
+def _handed_over(a: Samples, t: Track) -> bool:
+    """Whether track `t` took over vehicle `a`'s plate: they share frames (`t` began before
+    `a` was last seen) and in every one their boxes overlap by `TWIN_OVERLAP` of the smaller
+    (sizes may differ: one row of a two-row plate, then the whole plate). Two plates seen in
+    one frame never overlap that much."""
+    seq = np.array([o.seq for o in t.history], dtype=np.int64)
+    boxes = np.array([o.box for o in t.history], dtype=np.float64).reshape(-1, 4)
+    inter, small, _ = _shared_boxes(a.seq, a.boxes, seq, boxes)
+    return bool(len(inter)) and bool(np.all((small > 0) & (inter >= TWIN_OVERLAP * small)))
