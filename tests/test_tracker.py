@@ -223,3 +223,40 @@ def test_a_lost_track_does_not_take_the_plate_a_fresh_track_follows() -> None:
     got = {t.id: t for t in tracks[10]}
     assert got[a.pop()].last.seq == 10
     assert got[b.pop()].state == LOST
+
+
+# a motorbike's plate from the sim (seed 2, motorbikes, frames 1348-1355): near the camera it
+# moves 5-6 plate sizes a frame, its boxes never overlap from one frame to the next
+RIDER = [
+    (1589, 975, 1625, 1001),
+    (1483, 816, 1511, 837),
+    (1407, 701, 1431, 719),
+    (1351, 610, 1373, 627),
+    (1308, 547, 1327, 561),
+    (1272, 493, 1290, 506),
+    (1246, 449, 1262, 461),
+    (1222, 414, 1237, 425),
+]
+
+
+def test_a_fast_plate_near_the_camera_is_one_track_from_its_first_frame() -> None:
+    """A new track does not know its speed yet: its first match may be farther (`NEW_GATE`
+    plate sizes) than a moving track's. A plate standing in a queue beside the rider's path
+    keeps its own track."""
+    standing = (1440.0, 760.0, 24.0, 18.0, 0.8)
+
+    def plates(seq: int) -> list[tuple[float, ...]]:
+        out: list[tuple[float, ...]] = [standing]
+        if 3 <= seq < 3 + len(RIDER):
+            x0, y0, x1, y1 = RIDER[seq - 3]
+            out.append(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.75))
+        return out
+
+    frames = run(Tracker(TrackerConfig()), 3 + len(RIDER), plates)
+    rider = [t for t in frames[-1] if t.id != frames[0][0].id]
+    assert len(rider) == 1
+    assert [o.seq for o in rider[0].history] == list(range(3, 3 + len(RIDER)))
+    assert rider[0].state == CONFIRMED
+    still = [t for t in frames[-1] if t.id == frames[0][0].id]
+    assert len(still) == 1
+    assert still[0].hits == 3 + len(RIDER)

@@ -12,6 +12,10 @@ deviations of the prediction, nearest first, tracks matched in the previous fram
 ones (a cascade, as in DeepSORT: a lost track's prediction drifts and its gate widens, so it
 would otherwise win a plate that a fresh track is following).
 
+A tentative track seen once does not know its speed yet, so its gate is `NEW_GATE` plate sizes
+(a motorbike near the camera moves 5-6 plate sizes a frame at 10 frames/s); such tracks are
+matched after the tentative tracks that have a speed.
+
 A tentative track is confirmed after `min_hits` matched frames and dropped the first frame
 it misses. A confirmed track that misses a frame is `lost`, keeps being predicted, and ends
 after `max_missed` frames without a match.
@@ -40,6 +44,7 @@ TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
 MAX_SCALE_CHANGE = 2.0  # a centre-gated pairing may not change the plate size more than this
 MAX_DT_S = 2.0  # a longer gap between frames is predicted as this long
 NESTED = 0.8  # a new box this much inside (or around) a taken one is the same plate
+NEW_GATE = 8.0  # the centre gate of a track seen once, plate sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +202,17 @@ class Tracker:
         matches += self._match(rest, low, boxes, cfg.low_match_iou)
         taken_d = {d for _, d in matches}
         high_left = [d for d in high if d not in taken_d]
-        tentative = [r for r, s in enumerate(states) if s == TENTATIVE]
-        new = self._match(tentative, high_left, boxes, cfg.match_iou)
-        taken_d |= {d for _, d in new}
+        new: Pairs = []
+        for once in (False, True):
+            tentative = [
+                r
+                for r, s in enumerate(states)
+                if s == TENTATIVE and (self._books[r].hits == 1) == once
+            ]
+            left = [d for d in high_left if d not in taken_d]
+            got = self._match(tentative, left, boxes, cfg.match_iou)
+            new += got
+            taken_d |= {d for _, d in got}
         return matches + new, [d for d in high_left if d not in taken_d]
 
     def _not_nested(self, fresh: list[int], dets: list[Detection], matches: Pairs) -> list[int]:
@@ -256,6 +269,8 @@ class Tracker:
         # twice the plain gate: a plate does not jump lanes, the gate would catch a neighbour
         base = self.cfg.centre_gate * ps
         radius = base + np.minimum(3.0 * self._kf.centre_sigma()[rows], base)
+        first = np.array([self._books[i].hits == 1 for i in rows], dtype=bool)
+        radius = np.where(first, NEW_GATE * ps, radius)
         dist = np.hypot(pred[:, None, 0] - obs[None, :, 0], pred[:, None, 1] - obs[None, :, 1])
         scale = ds[None, :] / ps[:, None]
         ok = (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)
