@@ -206,6 +206,23 @@ def test_wrong_way_in_metres_and_pixels() -> None:
     assert v.measured.distance_m is None
 
 
+def test_wrong_way_is_measured_only_inside_the_calibrated_area() -> None:
+    """Beyond the calibrated area the road mapping is extrapolated (a far plate's pixel of
+    jitter is metres): a plate coming the wrong way is judged once inside it."""
+    lower = dataclasses.replace(
+        ZONES,
+        homography_points=((200.0, 1000.0), (1700.0, 1000.0), (1700.0, 550.0), (200.0, 550.0)),
+        homography_world_m=((0.0, 0.0), (15.0, 0.0), (15.0, 22.5), (0.0, 22.5)),
+    )
+    far = straight(400.0, 200.0, 0.0, 20.0, range(17))  # 1 m a frame, above y = 550 until 17
+    assert play({1: far}, zones=lower)[0] == []
+    assert [v.rule for v in play({1: far})[0]] == ["wrong_way"]  # whole picture calibrated
+    on = straight(400.0, 200.0, 0.0, 20.0, range(40))  # goes on into the calibrated half
+    (v,) = play({1: on}, zones=lower, frames=40)[0]
+    assert v.seq_at >= 25  # five metres, medians of three, inside the area (from frame 18)
+    assert v.measured.distance_m == pytest.approx(5.0)
+
+
 def test_a_track_that_jumps_back_to_a_nearer_vehicle_is_not_wrong_way() -> None:
     """A plate going the right way (up the image) whose track swaps, in one step, to a vehicle
     8 m nearer: 8 m against the lane, but all in one step. A real wrong-way driver backs a

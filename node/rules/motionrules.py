@@ -42,7 +42,8 @@ class WrongWayRule:
     """The plate moves against its lane's direction for `min_distance_m` (on the road), step
     by step: a way made mostly in one step (`MAX_STEP_SHARE`), or after first going the right
     way (`MAX_FORWARD_SHARE`), is a track that swapped to another vehicle, not a wrong-way
-    driver."""
+    driver. In metres only inside the calibrated area (beyond it the mapping is extrapolated);
+    a wrong-way driver comes nearer, into it."""
 
     name = "wrong_way"
 
@@ -66,7 +67,10 @@ class WrongWayRule:
         if not len(a) or a.lanes[-1] < 0:
             return None
         lane = int(a.lanes[-1])
-        idx = np.nonzero(a.lanes == lane)[0]
+        # on the road only inside the calibrated area: beyond it the mapping is extrapolated
+        # and a pixel of a far plate's jitter is metres
+        known = a.in_area if self.metres else np.ones(len(a), dtype=bool)
+        idx = np.nonzero((a.lanes == lane) & known)[0]
         if len(idx) < self.cfg.min_frames:
             return None
         road = a.road[idx] if self.metres else a.points[idx]
@@ -80,7 +84,7 @@ class WrongWayRule:
             # not a vehicle driving the wrong way (it backs a little every frame)
             self.counts["jump"] = self.counts.get("jump", 0) + 1
             return None
-        whole = (a.road if self.metres else a.points) @ self.directions[lane]  # every lane
+        whole = (a.road[known] if self.metres else a.points) @ self.directions[lane]  # every lane
         if float(whole.max()) - median3(whole[:3]) > MAX_FORWARD_SHARE * wanted:
             # it went the right way first: a plate that stopped and was covered, whose track
             # went on with the plate of a wrong-way vehicle passing over it (that vehicle is
