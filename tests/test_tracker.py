@@ -260,3 +260,24 @@ def test_a_fast_plate_near_the_camera_is_one_track_from_its_first_frame() -> Non
     still = [t for t in frames[-1] if t.id == frames[0][0].id]
     assert len(still) == 1
     assert still[0].hits == 3 + len(RIDER)
+
+
+def test_a_track_with_a_speed_is_matched_before_one_seen_once() -> None:
+    """A detection within the wide gate of a plate seen once (`NEW_GATE`) and within the
+    gate of a tentative track that already has a speed goes to the latter: it is the one
+    that knows where its plate is going."""
+    tracker = Tracker(TrackerConfig())
+    tracker.update(frame(0, [(500.0, 500.0, 10.0, 8.0, 0.9)]))
+    tracker.update(frame(1, [(500.0, 470.0, 10.0, 8.0, 0.9), (540.0, 420.0, 10.0, 8.0, 0.9)]))
+    tracks = tracker.update(frame(2, [(520.0, 430.0, 10.0, 8.0, 0.9)]))
+    assert [[o.seq for o in t.history] for t in tracks] == [[0, 1, 2]]
+
+
+def test_the_wide_gate_is_only_for_tentative_tracks() -> None:
+    """With `min_hits` 1 a track is confirmed in its first frame; lost, it keeps the plain
+    gate: a plate appearing 6 plate sizes away two frames later is another plate."""
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update(frame(0, [(500.0, 500.0, 10.0, 8.0, 0.9)]))
+    tracker.update(frame(1, []))
+    tracks = tracker.update(frame(2, [(500.0, 447.0, 10.0, 8.0, 0.9)]))
+    assert sorted([o.seq for o in t.history] for t in tracks) == [[0], [2]]

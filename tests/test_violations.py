@@ -413,6 +413,11 @@ def test_a_plate_handed_over_to_a_new_track_keeps_its_evidence() -> None:
     assert [(v.rule, v.track_id, v.seq_at) for v in found] == [("solid_line", 1, 5)]
     beside = {s: (p[0] + 45.0, p[1]) for s, p in changer.items() if s >= 4}
     assert run(old, beside)[0] == []
+    # a new plate whose first box touched the old one (half of it) but that drives off the
+    # other way is not where the old vehicle was heading: another vehicle
+    off = {s: (x + 20.0 + 30.0 * (s - 4), y + 20.0 * (s - 4)) for s in range(4, 20)}
+    _, rules = run(old, off)
+    assert rules.vehicles[2] is not rules.vehicles[1]
     # the old track finds the plate again in frames 8-9: one sample a frame all the same
     back = {**old, 8: changer[8], 9: changer[9]}
     found, rules = run(back, taken)
@@ -420,6 +425,11 @@ def test_a_plate_handed_over_to_a_new_track_keeps_its_evidence() -> None:
     seqs = rules.vehicles[2].samples.seq.tolist()
     assert rules.vehicles[1] is rules.vehicles[2]
     assert seqs == list(range(20))
+    # ... or comes back on another plate: the track that fed the vehicle keeps it
+    astray = {**old, 8: (x + 300.0, y), 9: (x + 300.0, y - 20.0)}
+    _, rules = run(astray, taken)
+    points = rules.vehicles[1].samples.points[8:10].tolist()
+    assert points == [list(taken[8]), list(taken[9])]
 
 
 def test_each_rule_fires_at_most_once_per_vehicle_and_ids_are_stable() -> None:

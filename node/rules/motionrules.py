@@ -42,8 +42,8 @@ class WrongWayRule:
     """The plate moves against its lane's direction for `min_distance_m` (on the road), step
     by step: a way made mostly in one step (`MAX_STEP_SHARE`), or after first going the right
     way (`MAX_FORWARD_SHARE`), is a track that swapped to another vehicle, not a wrong-way
-    driver. In metres only inside the calibrated area (beyond it the mapping is extrapolated);
-    a wrong-way driver comes nearer, into it."""
+    driver. In metres only inside the calibrated area (beyond it the mapping is extrapolated):
+    calibrate it over the stretch where this rule is enforced."""
 
     name = "wrong_way"
 

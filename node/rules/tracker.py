@@ -269,8 +269,11 @@ class Tracker:
         # twice the plain gate: a plate does not jump lanes, the gate would catch a neighbour
         base = self.cfg.centre_gate * ps
         radius = base + np.minimum(3.0 * self._kf.centre_sigma()[rows], base)
-        first = np.array([self._books[i].hits == 1 for i in rows], dtype=bool)
-        radius = np.where(first, NEW_GATE * ps, radius)
+        first = np.array(
+            [self._books[i].hits == 1 and self._books[i].state == TENTATIVE for i in rows],
+            dtype=bool,
+        )
+        radius = np.where(first, np.maximum(radius, NEW_GATE * ps), radius)
         dist = np.hypot(pred[:, None, 0] - obs[None, :, 0], pred[:, None, 1] - obs[None, :, 1])
         scale = ds[None, :] / ps[:, None]
         ok = (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)

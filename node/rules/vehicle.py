@@ -135,6 +135,7 @@ class Vehicle:
     judged: dict[str, int] = field(default_factory=dict)  # rule → last crossing seq judged
     velocity: tuple[float, float] = (0.0, 0.0)  # of the newest track, pixels per second
     ended_ns: int | None = None  # when its last track ended (None: still tracked)
+    fed_by: int = -1  # the track whose plate it took last
 
     @property
     def last_seq(self) -> int:

@@ -3,7 +3,10 @@
 `ViolationRules.update(tracks, frame, signal_state)` is called once per frame after the
 tracker. Confirmed tracks become vehicles; a new track that starts within `reid_window_s` of
 where a vanished vehicle was heading (within `reid_gate` plate sizes of its predicted
-position) continues that vehicle, so a plate lost behind a bus is not a second offender.
+position) continues that vehicle, so a plate lost behind a bus is not a second offender; so
+does a new track that took over a vehicle's plate in the frames they share and went on where
+that vehicle was heading (the tracker gave the whole plate to a new track while the old one
+held one row of it).
 Each rule fires at most once per vehicle. Confidence is the mean plate score of the samples
 a finding rests on, scaled down when fewer than twice the rule's minimum back it (and, for
 speed, by how unsure the measurement is).
@@ -91,15 +94,18 @@ class ViolationRules:
         for v in set(self.vehicles.values()):
             if v.ended_ns is None and not v.ids & live:
                 v.ended_ns = frame.mono_ns
-        news: list[tuple[Vehicle, list[Observation]]] = []
-        fed: set[int] = set()  # vehicles given this frame's plate (two tracks may share one)
+        # two tracks of one vehicle fed in one frame give it one sample: the track that fed
+        # it before keeps it (the other may be a lost track come back on another plate)
+        feeds: dict[int, tuple[Vehicle, Track]] = {}
         for t in tracks:
             if t.state != CONFIRMED:
                 continue
             v = self.vehicles.get(t.id) or self._vehicle_for(t, matched)
-            if id(v) in fed:
-                continue
-            fed.add(id(v))
+            if id(v) not in feeds or t.id == v.fed_by:
+                feeds[id(v)] = (v, t)
+        news: list[tuple[Vehicle, list[Observation]]] = []
+        for v, t in feeds.values():
+            v.fed_by = t.id
             v.velocity = t.velocity
             v.ended_ns = None
             last = v.last_seq
@@ -150,19 +156,34 @@ class ViolationRules:
     def _reidentify(self, t: Track, matched: set[int]) -> Vehicle | None:
         """A vehicle that was not seen this frame (its tracks ended or lost) and whose plate
         `t` took over in the frames they share (`_handed_over`: the old track lost its plate
-        to the new one), or else last seen before `t` began and within the window, whose
-        predicted position is nearest `t`'s start (`_miss`), within `reid_gate`."""
+        to the new one) and then went on where that vehicle was heading (`_goes_on`), or else
+        last seen before `t` began and within the window, whose predicted position is nearest
+        `t`'s start (`_miss`), within `reid_gate`."""
         first = t.history[0]
         best, best_d = None, np.inf
+        taken: list[tuple[int, int, Vehicle]] = []  # (shared frames, root, vehicle)
         for v in set(self.vehicles.values()):
             if v.ids & matched or not len(v.samples):
                 continue
-            if _handed_over(v.samples, t):
-                return v
+            shared = _handed_over(v.samples, t)
+            if shared and self._goes_on(v, t):
+                taken.append((shared, v.root, v))
             d = self._miss(v, first.mono_ns, first.box)
             if d is not None and d <= self.cfg.reid_gate and d < best_d:
                 best, best_d = v, d
+        if taken:  # the most shared frames, then the newest vehicle: the same every run
+            return max(taken, key=lambda x: (x[0], x[1]))[2]
         return best
+
+    def _goes_on(self, v: Vehicle, t: Track) -> bool:
+        """Whether track `t`, after the frames it shares with vehicle `v`, is where `v` was
+        heading (within `reid_gate`): a new plate that touched `v`'s box and went its own way
+        is another vehicle."""
+        after = [o for o in t.history if o.seq > v.last_seq]
+        if not after:
+            return False
+        d = self._miss(v, after[0].mono_ns, after[0].box)
+        return d is not None and d <= self.cfg.reid_gate
 
     def _miss(self, v: Vehicle, mono_ns: int, box: Box) -> float | None:
         """How far a plate seen at `mono_ns` in `box` is from where vehicle `v` would be by
@@ -310,12 +331,14 @@ def _twins(a: Samples, b: Samples) -> bool:
     return int(np.count_nonzero(hit)) >= min(TWIN_FRAMES, len(inter))
 
 
-def _handed_over(a: Samples, t: Track) -> bool:
-    """Whether track `t` took over vehicle `a`'s plate: they share frames (`t` began before
-    `a` was last seen) and in every one their boxes overlap by `TWIN_OVERLAP` of the smaller
-    (sizes may differ: one row of a two-row plate, then the whole plate). Two plates seen in
-    one frame never overlap that much."""
+def _handed_over(a: Samples, t: Track) -> int:
+    """How many frames track `t` shares with vehicle samples `a` when it took over their
+    plate: in every shared frame (`t` began before `a` was last seen) their boxes overlap by
+    `TWIN_OVERLAP` of the smaller (sizes may differ: one row of a two-row plate, then the
+    whole plate); 0 if not. Two plates seen in one frame never overlap that much."""
     seq = np.array([o.seq for o in t.history], dtype=np.int64)
     boxes = np.array([o.box for o in t.history], dtype=np.float64).reshape(-1, 4)
     inter, small, _ = _shared_boxes(a.seq, a.boxes, seq, boxes)
-    return bool(len(inter)) and bool(np.all((small > 0) & (inter >= TWIN_OVERLAP * small)))
+    if not len(inter) or not np.all((small > 0) & (inter >= TWIN_OVERLAP * small)):
+        return 0
+    return len(inter)
