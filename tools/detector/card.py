@@ -49,11 +49,13 @@ TRAIN_CMD = "\n".join(  # the bundled model's stages; each resumes the run's las
         f"{_TRAIN} --steps 14000  # cosine schedule restarted to 14000",
         f"{_TRAIN} --steps 28000 --stop-at 18400  # restarted again, stopped early",
         f"{_TRAIN} --steps 28000 --real-fraction 0.4 --small-real 0.5 --box-norm plate",
+        f"{_TRAIN} --steps 36000 --real-fraction 0.4 --small-real 0.5 --box-norm plate"
+        "  # cosine schedule restarted to 36000",
     )
 )
 EXPORT_CMD = (
     "python -m tools.detector.export --run runs/det "
-    "--real ../shared/data/plates-real --out node/infer/models --version 5 --threshold 0.5\n"
+    "--real ../shared/data/plates-real --out node/infer/models --version 6 --threshold 0.5\n"
     "python -m tools.detector.threshold  # best F1 on calibration scenes: 0.5"
 )
 CARD_CMD = (
