@@ -365,8 +365,9 @@ def test_a_repeat_offence_where_the_lost_vehicle_would_be_is_dropped() -> None:
 
 def test_two_tracks_on_one_plate_are_one_offender() -> None:
     """The tracker lost a speeder's plate for a frame, started a second track on it, then fed
-    both for two frames (8 and 9) before the first ended: one vehicle, one speeding. Two
-    speeders abreast, seen in the same frames, are two."""
+    both for two frames (8 and 9) before the first ended: one vehicle, one speeding, also when
+    the second track took the plate with its surround. Two speeders abreast, seen in the same
+    frames, are two."""
     fast = straight(400.0, 1000.0, 0.0, -40.0, range(22))
     first = {s: p for s, p in fast.items() if s <= 9}
     second = {s: (p[0] + 3.0, p[1]) for s, p in fast.items() if s >= 8}
@@ -386,6 +387,13 @@ def test_two_tracks_on_one_plate_are_one_offender() -> None:
     x, y = first[9]
     stray = {(1, 9): (x - 20.0, y - 20.0, x + 55.0, y)}
     assert [v.track_id for v in play({1: first, 2: near}, boxes=stray)[0]] == [1, 2]
+    # the second track took the plate with its surround in the shared frames (a box 2.5 times
+    # the plate's area, the plate inside it): one plate followed twice all the same
+    around = {
+        (2, s): (fast[s][0] - 30.0, fast[s][1] - 28.0, fast[s][0] + 33.0, fast[s][1] + 4.0)
+        for s in (8, 9)
+    }
+    assert [v.track_id for v in play({1: first, 2: second}, boxes=around)[0]] == [1]
 
 
 def test_a_plate_handed_over_to_a_new_track_keeps_its_evidence() -> None:

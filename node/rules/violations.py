@@ -26,7 +26,7 @@ from node.config import RulesConfig
 from node.rules.crossrules import RedLightRule, SolidLineRule
 from node.rules.motionrules import SpeedingRule, WrongWayRule
 from node.rules.signal import SignalLog, SignalState
-from node.rules.tracker import CONFIRMED, Observation, Track
+from node.rules.tracker import CONFIRMED, NESTED, Observation, Track
 from node.rules.vehicle import Finding, Measured, Samples, Vehicle, place
 from node.rules.zones import Box, Floats, Zones, plate_points
 
@@ -322,12 +322,14 @@ def _shared_boxes(
 def _twins(a: Samples, b: Samples) -> bool:
     """Whether two vehicles' samples share frames and in `TWIN_FRAMES` of them (or all, if
     fewer) their plate boxes overlap by `TWIN_OVERLAP` of the smaller one and are alike in
-    size (areas within 2x): one plate followed twice. One stray box that covers a neighbour's
+    size (areas within 2x) or one lies inside the other (`NESTED`: the plate, and the plate
+    with its surround): one plate followed twice. One stray box that covers a neighbour's
     plate in one frame does not make two riders abreast one."""
     inter, small, large = _shared_boxes(a.seq, a.boxes, b.seq, b.boxes)
     if not len(inter):
         return False
-    hit = (small > 0) & (inter >= TWIN_OVERLAP * small) & (large <= 2.0 * small)
+    alike = (large <= 2.0 * small) | (inter >= NESTED * small)
+    hit = (small > 0) & (inter >= TWIN_OVERLAP * small) & alike
     return int(np.count_nonzero(hit)) >= min(TWIN_FRAMES, len(inter))
 
 
