@@ -6,7 +6,7 @@ from node.capture.simtraffic import TrueViolation
 from node.config import Config
 from node.infer.detector import PlateDetector
 from node.infer.manifest import DEFAULT_MANIFEST
-from node.rules.score import match_rule, score_sim
+from node.rules.score import match_rule, score_sim, scored
 
 
 def tv(vehicle: int, rule: str, seq: int) -> TrueViolation:
@@ -38,6 +38,18 @@ def test_reports_take_the_nearest_free_true_violation() -> None:
     matched, duplicates = match_rule("solid_line", [(138, 3), (104, 3)], true, window=50)
     assert matched == {0: 1, 1: 0}
     assert not duplicates
+
+
+def test_the_run_s_tail_is_left_out_on_both_sides() -> None:
+    """Cut at 1459, window 30: a report just after the cut of a violation before it is scored;
+    a report before the cut of a wrong-way offence the sim records after it (the car reaches
+    the stop line in the tail) is left out like that offence; other reports up to the cut are
+    scored, matched or not."""
+    true = [tv(1, "wrong_way", 1450), tv(2, "wrong_way", 1465)]
+    reports = [(1470, 1), (1446, 2), (1400, 3), (1480, 4)]
+    assert scored("wrong_way", reports, true, cut=1459, window=30) == [0, 2]
+    # the same report of a violation before the cut is scored
+    assert scored("wrong_way", [(1446, 2)], [tv(2, "wrong_way", 1455)], 1459, 30) == [0]
 
 
 def test_short_default_run_scores_every_rule() -> None:

@@ -28,7 +28,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,6 +165,24 @@ def match_rule(
     return matched, duplicates
 
 
+def scored(
+    rule: str,
+    reports: Sequence[tuple[int, int | None]],
+    true: list[TrueViolation],
+    cut: int,
+    window: int,
+) -> list[int]:
+    """Indices of the reports (seq, vehicle) scored against the true violations up to `cut`:
+    the reports up to the cut, and a report just after it that matches a true violation before
+    it; not a report up to the cut that only matches a true violation after it (a wrong-way
+    report comes before the sim records the offence at the stop line), left out like that."""
+    near = [k for k, (seq, _) in enumerate(reports) if seq <= cut + window]
+    pairs: list[tuple[int, int | None]] = [reports[k] for k in near]
+    got, _ = match_rule(rule, pairs, [t for t in true if t.seq <= cut], window)
+    late, _ = match_rule(rule, pairs, [t for t in true if t.seq > cut], window)
+    return [k for i, k in enumerate(near) if i in got or (reports[k][0] <= cut and i not in late)]
+
+
 def _stage(cfg: Config, detector: PlateDetector) -> DetectorStage:
     window = cfg.detector.zoom_window or sim_zoom_window(cfg.capture)
     (ax, ay), (bx, by) = window
@@ -211,11 +229,15 @@ def score_sim(
     for rule in RULES:
         t_rule = [t for t in true if t.rule == rule and t.seq <= cut]
         visible = {i for i, t in enumerate(t_rule) if truths.resolvable(t, window)}
-        # a report just after the cut may be of a true violation just before it: kept when it
-        # matches one, else left out like the true violations after the cut
-        near = [(v, vid) for v, vid in reported if v.rule == rule and v.seq_at <= cut + window]
-        got, _ = match_rule(rule, [(v.seq_at, vid) for v, vid in near], t_rule, window)
-        r_rule = [(v, vid) for k, (v, vid) in enumerate(near) if v.seq_at <= cut or k in got]
+        mine = [(v, vid) for v, vid in reported if v.rule == rule]
+        keep = scored(
+            rule,
+            [(v.seq_at, vid) for v, vid in mine],
+            [t for t in true if t.rule == rule],
+            cut,
+            window,
+        )
+        r_rule = [mine[k] for k in keep]
         matched, duplicates = match_rule(
             rule, [(v.seq_at, vid) for v, vid in r_rule], t_rule, window
         )
