@@ -17,7 +17,7 @@ counts as a false positive. A true violation counts towards recall when its vehi
 plate the camera could resolve (`MIN_PLATE_PX` wide in the detection stream) around that moment; the
 others are reported apart as ``unresolvable`` (a wrong-way motorbike shows no front plate; a
 far plate is a few pixels). Violations in the run's last `TAIL_S` seconds are left out on
-both sides: the rules may not have judged them yet. The sim's speeders are vehicles above
+both sides (`scored`): the rules may not have judged them yet. The sim's speeders are vehicles above
 the limit plus the rule's default tolerance (5 km/h) where the sim reads their speed, the
 offence the node enforces.
 """
