@@ -67,14 +67,13 @@ class WrongWayRule:
         if not len(a) or a.lanes[-1] < 0:
             return None
         lane = int(a.lanes[-1])
-        # on the road only inside the calibrated area: beyond it the mapping is extrapolated
-        # and a pixel of a far plate's jitter is metres
-        known = a.in_area if self.metres else np.ones(len(a), dtype=bool)
-        idx = np.nonzero((a.lanes == lane) & known)[0]
+        # only inside the calibrated area (all of it without a homography): beyond it the
+        # mapping is extrapolated and a pixel of a far plate's jitter is metres
+        idx = np.nonzero((a.lanes == lane) & a.in_area)[0]
         if len(idx) < self.cfg.min_frames:
             return None
-        road = a.road[idx] if self.metres else a.points[idx]
-        progress = road @ self.directions[lane]
+        where = a.road if self.metres else a.points
+        progress = where[idx] @ self.directions[lane]
         against = median3(progress[:3]) - median3(progress[-3:])
         wanted = self.cfg.min_distance_m if self.metres else self.cfg.min_distance_px
         if against < wanted:
@@ -84,7 +83,7 @@ class WrongWayRule:
             # not a vehicle driving the wrong way (it backs a little every frame)
             self.counts["jump"] = self.counts.get("jump", 0) + 1
             return None
-        whole = (a.road[known] if self.metres else a.points) @ self.directions[lane]  # every lane
+        whole = where[a.in_area] @ self.directions[lane]  # every lane
         if float(whole.max()) - median3(whole[:3]) > MAX_FORWARD_SHARE * wanted:
             # it went the right way first: a plate that stopped and was covered, whose track
             # went on with the plate of a wrong-way vehicle passing over it (that vehicle is
