@@ -246,7 +246,7 @@ class SpeedingConfig:
     method: str = choice("auto", ("auto", "trap", "homography"), "auto = the trap if set")
     tolerance_kmh: float = bounded(5.0, 0.0, 50.0, "allowed above the limit")
     default_limit_kmh: float = bounded(50.0, 5.0, 200.0, "limit for a plate in no lane")
-    window_s: float = bounded(1.0, 0.2, 10.0, "track span the homography speed is fitted over")
+    window_s: float = bounded(0.6, 0.2, 10.0, "track span the homography speed is fitted over")
     min_frames: int = bounded(5, 3, 300, "observations a speed is fitted to")
     max_sigma_kmh: float = bounded(8.0, 0.5, 50.0, "less sure speeds are not acted on")
     sigma_margin: float = bounded(1.64, 0.0, 5.0, "speed less this many sigmas must be over")

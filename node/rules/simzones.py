@@ -29,7 +29,7 @@ from node.rules.zones import Floats
 
 PLATE_PLANE_M = 0.5
 EDGE_MARGIN_M = 0.5  # outer lanes reach this far past the kerb lines
-HOMOGRAPHY_Z = (10.0, 40.0)
+HOMOGRAPHY_Z = (8.0, 40.0)  # from where plates come into view (7.3 m) to the far end
 TRAP_Z = (10.0, 18.0)
 FAR_Z = 200.0  # lanes reach this far: past where the simulated vehicles leave
 
@@ -44,8 +44,10 @@ def sim_zones(capture: CaptureConfig | None = None, speed_trap: bool = False) ->
         (_point(_px(cam, x, max(near, SOLID_Z[0]))), _point(_px(cam, x, SOLID_Z[1])))
         for x in LANE_DIVIDERS
     )
-    (z0, z1), hx = HOMOGRAPHY_Z, edge  # the calibrated area covers every lane
-    world = ((-hx, z0), (hx, z0), (hx, z1), (-hx, z1))
+    # the calibrated area covers every lane; its near corners kept inside the picture
+    (z0, z1), hx = HOMOGRAPHY_Z, edge
+    near_hx = min(hx, (cam.cx - 1.0) * z0 / cam.f)
+    world = ((-near_hx, z0), (near_hx, z0), (hx, z1), (-hx, z1))
     trap = SpeedTrapConfig()
     if speed_trap:
         za, zb = TRAP_Z
