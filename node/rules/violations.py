@@ -241,11 +241,21 @@ class ViolationRules:
         """How far (in plate widths) a new track's start is from where vehicle samples `s`
         would be `gap` seconds on at its road speed. Across its way the plate's width is
         the unit; along it, the width plus a quarter of the distance driven in the gap (the
-        speed is measured, not known)."""
+        speed is measured, not known).
+
+        Speed and place are medians over the last samples (of each step's speed, and of each
+        sample carried on to the last one's time): a track's last box before it was lost is
+        often not its plate (half hidden, or a nearer plate the track took for a frame), and
+        one such box must not send the prediction across the road."""
         k = max(0, len(s) - REID_SPEED_SAMPLES)
-        span = (int(s.mono_ns[-1]) - int(s.mono_ns[k])) / 1e9
-        speed = (s.road[-1] - s.road[k]) / span if span > 0 else np.zeros(2)
-        miss = start - (s.road[-1] + speed * gap)
+        t, road = s.seconds()[k:], s.road[k:]
+        finite = np.isfinite(road).all(axis=1)  # the last one is (see _miss)
+        t, road = t[finite], road[finite]
+        dt = np.diff(t)
+        steps = np.diff(road, axis=0)[dt > 0] / dt[dt > 0, None]
+        speed = np.median(steps, axis=0) if len(steps) else np.zeros(2)
+        here = np.median(road + (t[-1] - t)[:, None] * speed, axis=0)
+        miss = start - (here + speed * gap)
         width = max(0.05, float(np.hypot(*(plate_edge[1] - plate_edge[0]))))
         v = float(np.hypot(*speed))
         if v < 0.5:  # standing: no direction to split by
