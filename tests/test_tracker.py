@@ -281,3 +281,21 @@ def test_the_wide_gate_is_only_for_tentative_tracks() -> None:
     tracker.update(frame(1, []))
     tracks = tracker.update(frame(2, [(500.0, 447.0, 10.0, 8.0, 0.9)]))
     assert sorted([o.seq for o in t.history] for t in tracks) == [[0], [2]]
+
+
+def test_a_two_row_plate_boxed_one_row_for_a_frame_keeps_its_track() -> None:
+    """A rider's two-row plate seen first boxed whole, then only its top row, then whole
+    again: a new track's filter takes the shrinking for its growth rate and carries it on (its
+    prediction is a sliver), but the plate is matched against its last box's size, and stays
+    one track."""
+
+    def whole(seq: int) -> tuple[float, float, float, float, float]:
+        return (600.0 + 13.0 * seq, 900.0 - 38.0 * seq, 25.0, 22.0, 0.8)
+
+    def plates(seq: int) -> list[tuple[float, ...]]:
+        cx, cy, w, h, s = whole(seq)
+        return [(cx, cy - h / 4, w, h / 2, s)] if seq == 1 else [(cx, cy, w, h, s)]
+
+    per_frame = run(Tracker(TrackerConfig()), 10, plates)
+    assert ids_along(per_frame, lambda seq: whole(seq)[:2]) == {1}
+    assert all(len(tracks) == 1 for tracks in per_frame)

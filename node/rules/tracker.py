@@ -261,10 +261,16 @@ class Tracker:
     def _gate_ratio(self, rows: Ints, det: Floats) -> Floats:
         """Centre distance over the gate radius for each (track, detection); > 1 = outside.
 
-        Pairs whose plate size differs by more than `MAX_SCALE_CHANGE` are outside."""
+        Pairs whose plate size differs by more than `MAX_SCALE_CHANGE` from the track's last
+        detected box are outside. The last box, not the filter's prediction: a two-row plate
+        boxed whole, then one row, has a prediction half a row high (the filter carries the
+        shrinking on) that its next whole box would fail. The gate is in plate sizes of
+        whichever of the two is larger."""
         pred = xyxy_to_cxcywh(self._kf.boxes()[rows])
         obs = xyxy_to_cxcywh(det)
-        ps, ds = box_sizes(pred), box_sizes(obs)
+        last = xyxy_to_cxcywh(np.array([self._books[i].history[-1].box for i in rows]))
+        ls, ds = box_sizes(last), box_sizes(obs)
+        ps = np.maximum(box_sizes(pred), ls)
         # the filter's uncertainty widens the gate for a track seen a while ago, but never past
         # twice the plain gate: a plate does not jump lanes, the gate would catch a neighbour
         base = self.cfg.centre_gate * ps
@@ -275,7 +281,7 @@ class Tracker:
         )
         radius = np.where(first, np.maximum(radius, NEW_GATE * ps), radius)
         dist = np.hypot(pred[:, None, 0] - obs[None, :, 0], pred[:, None, 1] - obs[None, :, 1])
-        scale = ds[None, :] / ps[:, None]
+        scale = ds[None, :] / ls[:, None]
         ok = (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)
         return np.asarray(np.where(ok, dist / radius[:, None], np.inf))
 
