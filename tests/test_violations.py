@@ -186,6 +186,27 @@ def test_solid_line_crossing_fires_once_touching_does_not() -> None:
     assert play({1: weaver, 2: keeper})[0] == []
 
 
+def test_solid_line_crossed_as_it_ends_counts_only_if_still_beside_it_in_the_next_frame() -> None:
+    """The line ends at y = 550. A plate that crosses just before the end but is past the end
+    in the next frame changed lanes where the marking had ended (the evidence frame shows it
+    there); one still beside the line in that frame crossed the solid marking. With a frame
+    dropped, the plate's place in the missing frame is what counts."""
+
+    def changer(y4: float, dropped: tuple[int, ...] = ()) -> Path:  # crosses x=950 after s4
+        return {
+            s: xy
+            for s, xy in straight(899.0, y4 + 80.0, 12.0, -20.0, range(20)).items()
+            if s not in dropped
+        }
+
+    assert play({1: changer(560.0)})[0] == []  # crosses at y 555, next frame at y 540
+    (v,) = play({1: changer(580.0)})[0]  # crosses at y 575, next frame at y 560
+    assert (v.rule, v.seq_at) == ("solid_line", 5)
+    (v,) = play({1: changer(572.0, dropped=(5,))})[0]  # missing frame 5 at y 552, 6 at 532
+    assert (v.rule, v.seq_at) == ("solid_line", 6)
+    assert play({1: changer(562.0, dropped=(5,))})[0] == []  # frame 5 would be at y 542
+
+
 # --- wrong way -------------------------------------------------------------------------------
 
 
@@ -510,12 +531,19 @@ def test_reidentification_predicts_on_the_road() -> None:
         box = (float(x) - w / 2, float(y) - w / 4, float(x) + w / 2, float(y))
         return Observation(seq, seq * FRAME_NS, UTC0 + seq * FRAME_NS, box, 0.9)
 
-    def merged(second_lateral: float) -> int:
+    def merged(second_lateral: float, stray_last: bool = False) -> int:
+        """Whether track 2 is found to be track 1's vehicle; `stray_last`: track 1's last box
+        is another plate, 1.5 m to the side and 1 m back (its own was hidden that frame)."""
         rules = ViolationRules(RulesConfig(reid_window_s=2.0), Zones.from_config(zones))
+        stray = Observation(13, 13 * FRAME_NS, UTC0 + 13 * FRAME_NS, obs(12, 6.0).box, 0.9)
         for seq in range(26):
             tracks = []
             for tid, seqs, lateral in ((1, range(0, 14), 7.5), (2, range(18, 26), second_lateral)):
-                seen = tuple(obs(s, lateral) for s in seqs if s <= seq)
+                seen = tuple(
+                    stray if stray_last and tid == 1 and s == 13 else obs(s, lateral)
+                    for s in seqs
+                    if s <= seq
+                )
                 if seen and seq - seen[-1].seq <= 3:
                     state = CONFIRMED if seen[-1].seq == seq else LOST
                     tracks.append(Track(tid, state, seen, (0.0, 0.0), seen[-1].box, 5, 0))
@@ -526,6 +554,9 @@ def test_reidentification_predicts_on_the_road() -> None:
 
     assert merged(7.5) == 1
     assert merged(5.5) == 0
+    # one stray last box does not send the prediction across the road (medians, not ends)
+    assert merged(7.5, stray_last=True) == 1
+    assert merged(4.0, stray_last=True) == 0
     # the picture alone would have had to guess: the plate moves much faster down it later
     step = [obs(s + 1, 7.5).box[3] - obs(s, 7.5).box[3] for s in (12, 21)]
     assert step[1] > 1.4 * step[0]
