@@ -524,14 +524,14 @@ def test_reidentification_predicts_on_the_road() -> None:
     zones = ZonesConfig(lanes=(lane,), homography_points=image, homography_world_m=road)
     h = Homography.fit(image, road)
 
-    def obs(seq: int, lateral: float) -> Observation:
-        """The plate (0.52 m wide) of a vehicle 38 - seq metres away, `lateral` m across."""
-        (x, y), (x1, _) = h.to_image([[lateral, 38.0 - seq], [lateral + 0.52, 38.0 - seq]])
+    def obs(seq: int, lateral: float, base: float = 38.0) -> Observation:
+        """The plate (0.52 m wide) of a vehicle base - seq metres away, `lateral` m across."""
+        (x, y), (x1, _) = h.to_image([[lateral, base - seq], [lateral + 0.52, base - seq]])
         w = float(x1 - x)
         box = (float(x) - w / 2, float(y) - w / 4, float(x) + w / 2, float(y))
         return Observation(seq, seq * FRAME_NS, UTC0 + seq * FRAME_NS, box, 0.9)
 
-    def merged(second_lateral: float, stray_last: bool = False) -> int:
+    def merged(second_lateral: float, stray_last: bool = False, base: float = 38.0) -> int:
         """Whether track 2 is found to be track 1's vehicle; `stray_last`: track 1's last box
         is another plate, 1.5 m to the side and 1 m back (its own was hidden that frame)."""
         rules = ViolationRules(RulesConfig(reid_window_s=2.0), Zones.from_config(zones))
@@ -540,7 +540,7 @@ def test_reidentification_predicts_on_the_road() -> None:
             tracks = []
             for tid, seqs, lateral in ((1, range(0, 14), 7.5), (2, range(18, 26), second_lateral)):
                 seen = tuple(
-                    stray if stray_last and tid == 1 and s == 13 else obs(s, lateral)
+                    stray if stray_last and tid == 1 and s == 13 else obs(s, lateral, base)
                     for s in seqs
                     if s <= seq
                 )
@@ -557,6 +557,10 @@ def test_reidentification_predicts_on_the_road() -> None:
     # one stray last box does not send the prediction across the road (medians, not ends)
     assert merged(7.5, stray_last=True) == 1
     assert merged(4.0, stray_last=True) == 0
+    # last seen beyond the calibrated area (60 to 47 m): on the road the mapping is
+    # extrapolated there, so the vehicle is predicted on the picture (which this one, lost
+    # for 4 frames while its plate sped up, does not fit)
+    assert merged(7.5, base=60.0) == 0
     # the picture alone would have had to guess: the plate moves much faster down it later
     step = [obs(s + 1, 7.5).box[3] - obs(s, 7.5).box[3] for s in (12, 21)]
     assert step[1] > 1.4 * step[0]
