@@ -149,12 +149,24 @@ def test_weak_detections_extend_tracks_but_start_none() -> None:
 
 
 def test_tentative_tracks_confirm_after_min_hits_and_die_on_a_miss() -> None:
+    """A tentative track seen once dies on its first miss; seen twice, on its second (a
+    weaving rider near the camera is found in its first two frames and missed in its third:
+    it keeps the frames before the miss, and its lane change has evidence before it)."""
+    plate = (400.0, 500.0, 30, 22, 0.9)
     tracker = Tracker(TrackerConfig(min_hits=3))
-    frames = run(tracker, 4, lambda s: [(400.0, 500.0, 30, 22, 0.9)] if s < 2 else [])
+    frames = run(tracker, 3, lambda s: [plate] if s < 1 else [])
     assert [t.state for t in frames[0]] == [TENTATIVE]
-    assert [t.state for t in frames[1]] == [TENTATIVE]
-    assert frames[2] == []
-    frames = run(tracker, 3, lambda s: [(400.0, 500.0, 30, 22, 0.9)])
+    assert frames[1] == []
+    tracker = Tracker(TrackerConfig(min_hits=3))
+    frames = run(tracker, 4, lambda s: [plate] if s < 2 else [])
+    assert [(t.state, t.missed) for t in frames[1]] == [(TENTATIVE, 0)]
+    assert [(t.state, t.missed) for t in frames[2]] == [(TENTATIVE, 1)]
+    assert frames[3] == []
+    tracker = Tracker(TrackerConfig(min_hits=3))
+    frames = run(tracker, 4, lambda s: [plate] if s != 2 else [])
+    assert [(t.id, t.state, t.hits, t.missed) for t in frames[3]] == [(1, CONFIRMED, 3, 0)]
+    assert [o.seq for o in frames[3][0].history] == [0, 1, 3]
+    frames = run(Tracker(TrackerConfig(min_hits=3)), 3, lambda s: [plate])
     assert [(t.state, t.hits) for t in frames[-1]] == [(CONFIRMED, 3)]
 
 
@@ -299,3 +311,26 @@ def test_a_two_row_plate_boxed_one_row_for_a_frame_keeps_its_track() -> None:
     per_frame = run(Tracker(TrackerConfig()), 10, plates)
     assert ids_along(per_frame, lambda seq: whole(seq)[:2]) == {1}
     assert all(len(tracks) == 1 for tracks in per_frame)
+
+
+def test_a_lost_plate_that_stood_still_does_not_take_a_passing_one() -> None:
+    """A rider waiting at the red light is hidden for two frames by another passing in front;
+    the passer's plate comes out beside where the waiting one stood. A lost track that stood
+    still is matched by overlap only: the passer gets a track of its own, and the waiting
+    plate its old one back when it shows again."""
+
+    def plates(seq: int) -> list[tuple[float, ...]]:
+        out: list[tuple[float, ...]] = []
+        if not 10 <= seq <= 12:
+            out.append((670.0, 447.0, 16.0, 11.0, 0.8))  # waiting
+        if seq >= 12:
+            out.append((632.0 + 14.0 * (seq - 12), 420.0 - 15.0 * (seq - 12), 15.0, 11.0, 0.8))
+        return out
+
+    per_frame = run(Tracker(TrackerConfig()), 18, plates)
+    assert ids_along(per_frame, lambda seq: (670.0, 447.0)) == {1}
+    passer = ids_along(
+        per_frame, lambda seq: (632.0 + 14.0 * (seq - 12), 420.0 - 15.0 * (seq - 12))
+    )
+    assert len(passer) == 1
+    assert 1 not in passer

@@ -45,6 +45,7 @@ MAX_SCALE_CHANGE = 2.0  # a centre-gated pairing may not change the plate size m
 MAX_DT_S = 2.0  # a longer gap between frames is predicted as this long
 NESTED = 0.8  # a new box this much inside (or around) a taken one is the same plate
 NEW_GATE = 8.0  # the centre gate of a track seen once, plate sizes
+STILL = 2.0  # a track slower than this many plate sizes a second stands still
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,14 +241,20 @@ class Tracker:
         iou = iou_matrix(pred, det)
         pairs = greedy(iou, iou >= min_iou)
         # the centre stage, tracks seen last frame first: a lost track's prediction has drifted
-        # and its gate widened, so it would win a plate that a fresh track is following
+        # and its gate widened, so it would win a plate that a fresh track is following. A lost
+        # track that stood still is matched by overlap only: a stopped vehicle's plate seen
+        # again after a rider passed in front of it is where it was; the rider's is not it
+        speed = np.hypot(*self._kf.x[r][:, 4:6].T) / box_sizes(xyxy_to_cxcywh(pred))
+        still = speed < STILL
         for fresh in (True, False):
             got_r, got_c = {p for p, _ in pairs}, {q for _, q in pairs}
             left_r = np.array(
                 [
                     i
                     for i in range(len(r))
-                    if i not in got_r and (self._books[rows[i]].missed == 0) == fresh
+                    if i not in got_r
+                    and (self._books[rows[i]].missed == 0) == fresh
+                    and (fresh or not still[i])
                 ],
                 dtype=np.intp,
             )
@@ -298,7 +305,10 @@ class Tracker:
                     self.counts["confirmed"] += b.state == TENTATIVE
                     b.state = CONFIRMED
             elif b.state == TENTATIVE:
-                keep[r] = False
+                # seen twice (it has a speed), it may miss one frame: a weaving rider near the
+                # camera, detected in its first two frames, missed in its third
+                keep[r] = b.hits >= 2 and b.missed == 0
+                b.missed += 1
             else:
                 b.missed += 1
                 b.state = LOST
