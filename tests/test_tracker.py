@@ -320,7 +320,7 @@ def test_a_lost_plate_that_stood_still_does_not_take_a_passing_one() -> None:
     plate its old one back when it shows again."""
 
     def plates(seq: int) -> list[tuple[float, ...]]:
-        out: list[tuple[float, ...]] = []
+        out: list[tuple[float, ...]] = [(1500.0, 900.0 - 20.0 * seq, 30.0, 22.0, 0.9)]  # track 1
         if not 10 <= seq <= 12:
             out.append((670.0, 447.0, 16.0, 11.0, 0.8))  # waiting
         if seq >= 12:
@@ -328,9 +328,10 @@ def test_a_lost_plate_that_stood_still_does_not_take_a_passing_one() -> None:
         return out
 
     per_frame = run(Tracker(TrackerConfig()), 18, plates)
-    assert ids_along(per_frame, lambda seq: (670.0, 447.0)) == {1}
+    assert ids_along(per_frame, lambda seq: (1500.0, 900.0 - 20.0 * seq)) == {1}
+    assert ids_along(per_frame, lambda seq: (670.0, 447.0)) == {2}
     passer = ids_along(
         per_frame, lambda seq: (632.0 + 14.0 * (seq - 12), 420.0 - 15.0 * (seq - 12))
     )
     assert len(passer) == 1
-    assert 1 not in passer
+    assert 2 not in passer

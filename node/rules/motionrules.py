@@ -204,12 +204,16 @@ class SpeedingRule:
         return Finding(r.at, r.mono_ns, r.utc_ns, m, conf)
 
     def _fitted(self, a: Samples) -> SpeedReading | None:
-        """The speed fitted over the last `window_s`, placed at the window's middle sample."""
+        """The speed fitted over the last `window_s`, or over the last `min_frames` samples
+        if the window holds fewer (a Pi processing 5 frames/s has 3 or 4 in 0.6 s), placed at
+        the middle sample. Only samples inside the calibrated area count: outside it the
+        mapping is extrapolated."""
         if not len(a):
             return None
-        recent = a.mono_ns >= a.mono_ns[-1] - self.cfg.window_s * 1e9
-        recent &= a.in_area  # outside the calibrated area the mapping is extrapolated
-        idx = np.nonzero(recent)[0]
+        inside = np.nonzero(a.in_area)[0]
+        idx = inside[a.mono_ns[inside] >= a.mono_ns[-1] - self.cfg.window_s * 1e9]
+        if len(idx) < self.cfg.min_frames:
+            idx = inside[-self.cfg.min_frames :]
         if not len(idx):
             return None
         t = a.seconds()[idx]

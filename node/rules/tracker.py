@@ -10,15 +10,18 @@ matches nothing starts a tentative track, unless it nests with a box a track too
 by the distance between centres, within `centre_gate` plate sizes plus three standard
 deviations of the prediction, nearest first, tracks matched in the previous frame before lost
 ones (a cascade, as in DeepSORT: a lost track's prediction drifts and its gate widens, so it
-would otherwise win a plate that a fresh track is following).
+would otherwise win a plate that a fresh track is following). A lost track that stood still
+(`STILL`) is paired by overlap only: a plate seen again where it stood overlaps its box, and a
+passing plate beside it is another vehicle.
 
 A tentative track seen once does not know its speed yet, so its gate is `NEW_GATE` plate sizes
 (a motorbike near the camera moves 5-6 plate sizes a frame at 10 frames/s); such tracks are
 matched after the tentative tracks that have a speed.
 
 A tentative track is confirmed after `min_hits` matched frames and dropped the first frame
-it misses. A confirmed track that misses a frame is `lost`, keeps being predicted, and ends
-after `max_missed` frames without a match.
+it misses, or the second if it was seen at least twice (it has a speed). A confirmed track
+that misses a frame is `lost`, keeps being predicted, and ends after `max_missed` frames
+without a match.
 """
 
 from __future__ import annotations
@@ -268,10 +271,11 @@ class Tracker:
     def _gate_ratio(self, rows: Ints, det: Floats) -> Floats:
         """Centre distance over the gate radius for each (track, detection); > 1 = outside.
 
-        Pairs whose plate size differs by more than `MAX_SCALE_CHANGE` from the track's last
-        detected box are outside. The last box, not the filter's prediction: a two-row plate
-        boxed whole, then one row, has a prediction half a row high (the filter carries the
-        shrinking on) that its next whole box would fail. The gate is in plate sizes of
+        Pairs whose plate size differs by more than `MAX_SCALE_CHANGE` from both the track's
+        last detected box and the filter's prediction are outside. The last box too: a
+        two-row plate boxed whole, then one row, has a prediction half a row high (the filter
+        carries the shrinking on) that its next whole box would fail; the prediction too: a
+        lost plate coming nearer has grown past its last box. The gate is in plate sizes of
         whichever of the two is larger."""
         pred = xyxy_to_cxcywh(self._kf.boxes()[rows])
         obs = xyxy_to_cxcywh(det)
@@ -288,8 +292,10 @@ class Tracker:
         )
         radius = np.where(first, np.maximum(radius, NEW_GATE * ps), radius)
         dist = np.hypot(pred[:, None, 0] - obs[None, :, 0], pred[:, None, 1] - obs[None, :, 1])
-        scale = ds[None, :] / ls[:, None]
-        ok = (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)
+        ok = np.zeros(dist.shape, dtype=bool)
+        for ref in (ls, box_sizes(pred)):  # either: a lost plate coming nearer grows
+            scale = ds[None, :] / ref[:, None]
+            ok |= (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)
         return np.asarray(np.where(ok, dist / radius[:, None], np.inf))
 
     # --- life cycle ------------------------------------------------------------------------

@@ -252,7 +252,7 @@ class ViolationRules:
         one such box must not send the prediction across the road."""
         k = max(0, len(s) - REID_SPEED_SAMPLES)
         inside = s.in_area[k:]  # the last one is (see _miss)
-        t, road = s.seconds()[k:][inside], s.road[k:][inside]
+        t, road = (s.mono_ns[k:][inside] - s.mono_ns[k]) / 1e9, s.road[k:][inside]
         dt = np.diff(t)
         steps = np.diff(road, axis=0)[dt > 0] / dt[dt > 0, None]
         speed = np.median(steps, axis=0) if len(steps) else np.zeros(2)
