@@ -204,16 +204,19 @@ class SpeedingRule:
         return Finding(r.at, r.mono_ns, r.utc_ns, m, conf)
 
     def _fitted(self, a: Samples) -> SpeedReading | None:
-        """The speed fitted over the last `window_s`, or over the last `min_frames` samples
-        if the window holds fewer (a Pi processing 5 frames/s has 3 or 4 in 0.6 s), placed at
-        the middle sample. Only samples inside the calibrated area count: outside it the
-        mapping is extrapolated."""
+        """The speed fitted over the last `window_s`, placed at the window's middle sample;
+        over `min_frames - 1` frame intervals if that is longer (a board processing 5 frames/s
+        has 4 samples in 0.6 s). The frame interval is the median step of the last samples,
+        so a track's gaps do not widen the window. Only samples inside the calibrated area
+        count: outside it the mapping is extrapolated."""
         if not len(a):
             return None
-        inside = np.nonzero(a.in_area)[0]
-        idx = inside[a.mono_ns[inside] >= a.mono_ns[-1] - self.cfg.window_s * 1e9]
-        if len(idx) < self.cfg.min_frames:
-            idx = inside[-self.cfg.min_frames :]
+        steps = np.diff(a.mono_ns[-self.cfg.min_frames :])
+        frame_ns = float(np.median(steps)) if len(steps) else 0.0
+        window_ns = max(self.cfg.window_s * 1e9, (self.cfg.min_frames - 1) * frame_ns)
+        recent = a.mono_ns >= a.mono_ns[-1] - window_ns
+        recent &= a.in_area  # outside the calibrated area the mapping is extrapolated
+        idx = np.nonzero(recent)[0]
         if not len(idx):
             return None
         t = a.seconds()[idx]
