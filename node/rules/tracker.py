@@ -244,23 +244,23 @@ class Tracker:
         iou = iou_matrix(pred, det)
         pairs = greedy(iou, iou >= min_iou)
         # the centre stage, tracks seen last frame first: a lost track's prediction has drifted
-        # and its gate widened, so it would win a plate that a fresh track is following. A lost
-        # track that stood still is matched by overlap only: a stopped vehicle's plate seen
-        # again after a rider passed in front of it is where it was; the rider's is not it
-        speed = np.hypot(*self._kf.x[r][:, 4:6].T) / box_sizes(xyxy_to_cxcywh(pred))
-        still = speed < STILL
+        # and its gate widened, so it would win a plate that a fresh track is following
         for fresh in (True, False):
             got_r, got_c = {p for p, _ in pairs}, {q for _, q in pairs}
-            left_r = np.array(
-                [
-                    i
-                    for i in range(len(r))
-                    if i not in got_r
-                    and (self._books[rows[i]].missed == 0) == fresh
-                    and (fresh or not still[i])
-                ],
-                dtype=np.intp,
-            )
+            left = [
+                i
+                for i in range(len(r))
+                if i not in got_r and (self._books[rows[i]].missed == 0) == fresh
+            ]
+            if not fresh and left:
+                # a lost track that stood still is matched by overlap only: a stopped
+                # vehicle's plate seen again after a rider passed in front of it is where it
+                # was; the rider's is not it
+                speed = np.hypot(*self._kf.x[r[left], 4:6].T) / box_sizes(
+                    xyxy_to_cxcywh(pred[left])
+                )
+                left = [i for i, moving in zip(left, speed >= STILL, strict=True) if moving]
+            left_r = np.array(left, dtype=np.intp)
             left_c = np.array([j for j in range(len(c)) if j not in got_c], dtype=np.intp)
             if len(left_r) and len(left_c):
                 ratio = self._gate_ratio(r[left_r], det[left_c])
@@ -275,11 +275,9 @@ class Tracker:
         detected box are outside. The last box, not the filter's prediction: a two-row plate
         boxed whole, then one row, has a prediction half a row high (the filter carries the
         shrinking on) that its next whole box would fail. (A lost plate coming nearer fast
-        could outgrow its last box by 2x in the frames it is lost; then a new track starts and
-        re-identification joins it. The review's variant, either size, was scored together with
-        a speed-window change: the pair made two false speeding reports on the sim's
-        motorbikes, and both were taken back.) The gate is in plate sizes of whichever of the two is
-        larger."""
+        may outgrow its last box by 2x while it is lost: a new track then starts, and
+        re-identification joins it to the vehicle.) The gate is in plate sizes of whichever of
+        the two is larger."""
         pred = xyxy_to_cxcywh(self._kf.boxes()[rows])
         obs = xyxy_to_cxcywh(det)
         last = xyxy_to_cxcywh(np.array([self._books[i].history[-1].box for i in rows]))
