@@ -133,6 +133,12 @@ class DetectorConfig:
         "a second pass on this main-stream rectangle [[x0, y0], [x1, y1]] at full resolution, "
         "for far plates (e.g. at the stop line); empty = none",
     )
+    area: tuple[Point, ...] = points(
+        2,
+        2,
+        "the lores pass covers only this main-stream rectangle [[x0, y0], [x1, y1]] (the road "
+        "nearer than the zoom window's far edge); empty = the whole frame",
+    )
 
 
 @dataclass(frozen=True)

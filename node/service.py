@@ -28,7 +28,7 @@ from node import __version__
 from node.capture import open_source
 from node.capture.frame import Frame, FrameSource
 from node.capture.framering import KEEP_FULL, FrameRing
-from node.config import Config, Point
+from node.config import Config
 from node.control import ControlServer
 from node.health import Health, HealthThresholds, trim_heap
 from node.infer.detector import DetectorStage, build_stage
@@ -114,14 +114,15 @@ class Service:
         self.healer = Healer(cfg.service.heal_budget, cfg.service.heal_window_s)
         self.health = Health(opts.state_dir, HealthThresholds.from_config(cfg.health))
 
-    @property
-    def _zoom(self) -> tuple[Point, ...]:
-        """The sim's zoom window, used unless detector.zoom_window is set."""
+    def _build_detector(self) -> DetectorStage | None:
+        """The detector stage; on `sim:` sources the sim's zoom window and lores area stand in
+        for detector.zoom_window and detector.area when those are not set."""
         if self.source.url.startswith("sim:"):
-            from node.rules.simzones import sim_zoom_window
+            from node.rules.simzones import sim_area, sim_zoom_window
 
-            return sim_zoom_window(self.cfg.capture)
-        return ()
+            cap = self.cfg.capture
+            return build_stage(self.cfg.detector, None, sim_zoom_window(cap), sim_area(cap))
+        return build_stage(self.cfg.detector)
 
     def _build_stages(self) -> list[Stage]:
         """The per-frame stages the config asks for; one that cannot be built is left out
@@ -130,7 +131,7 @@ class Service:
             log.warning("no bundled detector model in this build: detector stage absent")
             return []
         try:
-            self.detector = build_stage(self.cfg.detector, zoom_window=self._zoom)
+            self.detector = self._build_detector()
         except ModelError as e:
             self.detector_error = str(e)
             log.error("detector disabled: %s", e)
@@ -502,7 +503,7 @@ class Service:
     def _retry_detector(self) -> None:
         """A model refused at start (missing, bad hash) may have been fixed by an update."""
         try:
-            stage = build_stage(self.cfg.detector, zoom_window=self._zoom)
+            stage = self._build_detector()
         except ModelError as e:
             self.detector_error = str(e)
             return

@@ -130,7 +130,8 @@ def _detector(d: dict[str, Any]) -> list[str]:
         return [*lines, f"Not measured: {why}."]
     lines.append(
         f"{d['model']} on {d['backend']}, input {d['input']}. Per pass: the lores frame "
-        f"and the zoom window {d['zoom_window']} of the main stream (two passes per frame)."
+        f"over the area {d.get('area')} and the zoom window {d['zoom_window']} of the main "
+        "stream (two passes per frame; a resizable model runs each at its own size)."
     )
     lines.append("")
     rows = []

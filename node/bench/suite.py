@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from node.capture.frame import Frame, Image
+    from node.capture.frame import Frame
     from node.config import Config
+    from node.infer.detector import Box
 
 Log = Callable[[str], None]
 SIM_URL = "sim://junction?seed=7&fps=0"  # rendering the cache: unpaced, deterministic
@@ -260,24 +261,17 @@ class CachedSource:
 # --- detector --------------------------------------------------------------------------------
 
 
-def zoom_box(cfg: Config) -> tuple[int, int, int, int] | None:
-    """The zoom window the live stage uses on the sim (as `build_stage` rounds it)."""
-    from node.rules.simzones import sim_zoom_window
+def sim_boxes(cfg: Config) -> tuple[Box | None, Box | None]:
+    """The zoom window and lores area the live stage uses on the sim (as `build_stage`
+    rounds them)."""
+    from node.infer.detector import box_of
+    from node.rules.simzones import sim_area, sim_zoom_window
 
-    window = cfg.detector.zoom_window or sim_zoom_window(cfg.capture)
-    if not window:
-        return None
-    (ax, ay), (bx, by) = window
-    return (round(min(ax, bx)), round(min(ay, by)), round(max(ax, bx)), round(max(ay, by)))
-
-
-def _crops(cache: FrameCache, box: tuple[int, int, int, int] | None) -> list[Image | None]:
-    import numpy as np
-
-    if box is None:
-        return [None] * len(cache.frames)
-    x0, y0, x1, y1 = box
-    return [np.ascontiguousarray(f.main.array()[y0:y1, x0:x1]) for f in cache.frames]
+    d = cfg.detector
+    return (
+        box_of(d.zoom_window or sim_zoom_window(cfg.capture)),
+        box_of(d.area or sim_area(cfg.capture)),
+    )
 
 
 def bench_detector(
@@ -289,15 +283,18 @@ def bench_detector(
     thread_counts: tuple[int, ...] = (1, 2),
 ) -> dict[str, Any]:
     """Invoke/pre/post p50/p95 per pass on 1 and 2 threads, and the per-frame detector time
-    (lores pass + zoom pass) the efficiency is computed against."""
+    (the live stage's lores pass + zoom pass) the efficiency is computed against."""
     if manifest is None:
         return {"state": "no model", "float": _float_note()}
-    from node.infer.detector import PlateDetector
+    from node.infer.detector import DetectorStage, PlateDetector
     from node.infer.runtime import ModelError
 
-    box = zoom_box(cfg)
-    crops = _crops(cache, box)
-    out: dict[str, Any] = {"state": "ok", "zoom_window": list(box) if box else None}
+    box, area = sim_boxes(cfg)
+    out: dict[str, Any] = {
+        "state": "ok",
+        "zoom_window": list(box) if box else None,
+        "area": list(area) if area else None,
+    }
     for threads in thread_counts:
         try:
             t0 = time.perf_counter()
@@ -314,25 +311,20 @@ def bench_detector(
         frame_ms: list[float] = []
         invoke_frame_ms: list[float] = []
         n = len(cache.frames)
+        stage = DetectorStage(det, zoom_window=box, area=area)
         for i in range(passes + 3):
-            frame, crop = cache.frames[i % n], crops[i % n]
+            frame = cache.frames[i % n]
             t0 = time.perf_counter()
-            det.detect(frame.lores, None, (1.0,))
-            t_lores = det.timing
-            t_zoom = None
-            if crop is not None:
-                det.detect(crop, None, (1.0,))
-                t_zoom = det.timing
+            stage.process(frame)
             total = (time.perf_counter() - t0) * 1e3
             if i < 3:
                 continue  # warm-up: first invokes allocate and page in the weights
-            for t in (t_lores, t_zoom):
-                if t is not None:
-                    pre.append(t.pre_ms)
-                    invoke.append(t.invoke_ms)
-                    post.append(t.post_ms)
+            for t in stage.passes:
+                pre.append(t.pre_ms)
+                invoke.append(t.invoke_ms)
+                post.append(t.post_ms)
             frame_ms.append(total)
-            invoke_frame_ms.append(t_lores.invoke_ms + (t_zoom.invoke_ms if t_zoom else 0.0))
+            invoke_frame_ms.append(sum(t.invoke_ms for t in stage.passes))
         per_frame = percentiles(frame_ms)
         out[f"threads_{threads}"] = {
             "load_s": round(load_s, 3),

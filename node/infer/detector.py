@@ -8,6 +8,8 @@ and keeps the last results, in main-stream pixels, for status.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections import deque
@@ -22,11 +24,20 @@ from PIL import UnidentifiedImageError
 from node.capture.frame import Frame, Image
 from node.config import DetectorConfig, Point
 from node.infer.decode import decode, nms
-from node.infer.letterbox import Letterbox, Placement, input_table
-from node.infer.manifest import DEFAULT_MANIFEST, ModelManifest, load_model
-from node.infer.runtime import Backend, Interpreter, ModelIO, default_backend
+from node.infer.letterbox import Letterbox, Placement, check_image, input_table
+from node.infer.manifest import (
+    DEFAULT_MANIFEST,
+    ModelManifest,
+    open_at,
+    read_manifest,
+    read_model_bytes,
+)
+from node.infer.runtime import Backend, Interpreter, ModelError, ModelIO, default_backend
+
+log = logging.getLogger(__name__)
 
 TOP_K = 100  # peaks decoded per image, before NMS
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in main-stream pixels
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +62,36 @@ class Timing:
 
 
 @dataclass(frozen=True)
-class LoadedModel:
+class Runner:
+    """The model opened at one input size: interpreter, tensors, input buffer."""
+
     interpreter: Interpreter
-    manifest: ModelManifest
     io: ModelIO
     letterbox: Letterbox
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    manifest: ModelManifest
+    content: bytes  # the verified model bytes, to open the model at another input size
+    runners: dict[tuple[int, int], Runner]  # by input (width, height), each allocated once
+
+
+def input_size(
+    manifest: ModelManifest, width: int, height: int, shrink: float = 1.0
+) -> tuple[int, int]:
+    """The input a width x height image runs at: the manifest's size, or for a resizable model
+    (`size_multiple`) the size the image is placed at in it (as large as fits, same aspect,
+    times `shrink`), rounded up to the multiple: the padding a fixed input would need is cut
+    off, and the placed image is the same."""
+    w, h, step = manifest.input_width, manifest.input_height, manifest.size_multiple
+    if not step:
+        return (w, h)
+    scale = min(w / width, h / height) * shrink
+    return (
+        min(w, max(step, math.ceil(width * scale / step) * step)),
+        min(h, max(step, math.ceil(height * scale / step) * step)),
+    )
 
 
 def read_image(path: Path) -> Image:
@@ -112,13 +148,38 @@ class PlateDetector:
         return self._model.manifest.score_threshold
 
     def _load(self, manifest_path: Path) -> LoadedModel:
-        interpreter, manifest = load_model(manifest_path, self.threads, self._backend)
-        io = ModelIO.read(interpreter, manifest.model_path)
-        table = input_table(
-            io.input.dtype, io.input.scale, io.input.zero_point, manifest.input_range
-        )
-        letterbox = Letterbox(manifest.input_width, manifest.input_height, table)
-        return LoadedModel(interpreter, manifest, io, letterbox)
+        """The model the manifest names, verified and opened at its input size; a resizable
+        one also at half that size (a model that claims to resize but does not is refused
+        here, not at the first frame)."""
+        manifest = read_manifest(manifest_path)
+        model = LoadedModel(manifest, read_model_bytes(manifest), {})
+        w, h = manifest.input_width, manifest.input_height
+        self._runner(model, (w, h))
+        if manifest.size_multiple:
+            self._runner(model, input_size(manifest, w, h, 0.5))
+        return model
+
+    def _runner(self, model: LoadedModel, size: tuple[int, int]) -> Runner:
+        """The model opened at input `size`, opened on first use (ModelError if it cannot)."""
+        runner = model.runners.get(size)
+        if runner is None:
+            m = model.manifest
+            interpreter, io = open_at(model.content, m, size, self.threads, self._backend)
+            table = input_table(io.input.dtype, io.input.scale, io.input.zero_point, m.input_range)
+            runner = model.runners[size] = Runner(interpreter, io, Letterbox(*size, table))
+        return runner
+
+    def _runner_for(self, model: LoadedModel, size: tuple[int, int]) -> Runner:
+        """`_runner`, falling back to the manifest's size (the image padded as a fixed-size
+        model needs) if the model, checked at load, still fails to open at `size`."""
+        try:
+            return self._runner(model, size)
+        except ModelError as e:
+            m = model.manifest
+            log.warning("plate model: %s; running it at %dx%d", e, m.input_width, m.input_height)
+            fallback = model.runners[(m.input_width, m.input_height)]
+            model.runners[size] = fallback
+            return fallback
 
     def reload(self, manifest_path: Path | str) -> ModelManifest:
         """Switch to another model; on ModelError the current one stays in use."""
@@ -142,14 +203,20 @@ class PlateDetector:
             m = self._model
             limit = self.threshold if threshold is None else threshold
             found: list[Detection] = []
+            full = (m.manifest.input_width, m.manifest.input_height)
+            check_image(image)
+            ih, iw = image.shape[:2]
             for shrink in pyramid or m.manifest.pyramid:
                 t0 = time.perf_counter()
-                placement = m.letterbox.place(image, shrink)
+                r = self._runner_for(m, input_size(m.manifest, iw, ih, shrink))
+                # place the image at the size it has in the full input at this level
+                own = min(r.letterbox.width / iw, r.letterbox.height / ih)
+                placement = r.letterbox.place(image, min(full[0] / iw, full[1] / ih) * shrink / own)
                 t1 = time.perf_counter()
-                m.interpreter.set_tensor(m.io.input.index, m.letterbox.buffer)
-                m.interpreter.invoke()
-                heat = m.io.heat.dequantize(m.interpreter.get_tensor(m.io.heat.index))
-                box = m.io.box.dequantize(m.interpreter.get_tensor(m.io.box.index))
+                r.interpreter.set_tensor(r.io.input.index, r.letterbox.buffer)
+                r.interpreter.invoke()
+                heat = r.io.heat.dequantize(r.interpreter.get_tensor(r.io.heat.index))
+                box = r.io.box.dequantize(r.interpreter.get_tensor(r.io.box.index))
                 t2 = time.perf_counter()
                 found += self._decode(m.manifest, heat, box, placement, limit)
                 t3 = time.perf_counter()
@@ -201,9 +268,11 @@ class FrameDetections:
 class DetectorStage:
     """Pipeline stage: detect on `frame.lores`, keep the results mapped to main-stream pixels.
 
-    With a zoom window, a second pass runs on that rectangle of the main stream at full
-    resolution (plates far down the road are a few pixels in the lores), and the two passes
-    are merged by NMS."""
+    `area` (main-stream pixels) limits the lores pass to that rectangle of the frame: the road,
+    not the sky or the far road where plates are a few pixels in the lores. With a zoom window,
+    a second pass runs on that rectangle of the main stream at full resolution (plates far down
+    the road), and the two passes are merged by NMS. With a resizable model each pass runs at
+    its own image's size (the lores band, the window) rather than padded to the full input."""
 
     name = "detector"
 
@@ -211,12 +280,15 @@ class DetectorStage:
         self,
         detector: PlateDetector,
         keep: int = 64,
-        zoom_window: tuple[int, int, int, int] | None = None,
+        zoom_window: Box | None = None,
+        area: Box | None = None,
     ) -> None:
         self.detector = detector
         self.zoom_window = zoom_window
+        self.area = area
         self.frames = 0
         self.plates = 0
+        self.passes: tuple[Timing, ...] = ()  # the last frame's passes: lores, then zoom
         self._recent: deque[FrameDetections] = deque(maxlen=keep)
         self._lock = threading.Lock()
         self._last_main: tuple[int, Image] | None = None  # (seq, main image) of the zoom pass
@@ -234,23 +306,48 @@ class DetectorStage:
             self._last_main = None
 
     def process(self, frame: Frame) -> None:
-        sx, sy = frame.lores_to_main
-        first_level = (1.0,)  # one pass at full scale: plates on the road are small
-        found = [d.scaled(sx, sy) for d in self.detector.detect(frame.lores, None, first_level)]
-        if self.zoom_window is not None:
-            found = self._merge(found + self._zoom(frame))
+        found: list[Detection] = []
+        passes: list[Timing] = []
+        for run in (self._lores, self._zoom):
+            more = run(frame)
+            if more is not None:
+                found = self._merge(found + more) if passes else more
+                passes.append(self.detector.timing)
         with self._lock:
             self._recent.append(FrameDetections(frame.seq, frame.mono_ns, tuple(found)))
             self.frames += 1
             self.plates += len(found)
+            self.passes = tuple(passes)
 
-    def _zoom(self, frame: Frame) -> list[Detection]:
-        assert self.zoom_window is not None
+    def _lores(self, frame: Frame) -> list[Detection] | None:
+        """The lores pass, over `area` (all of the lores image without one); None when the
+        area is not inside the frame."""
+        sx, sy = frame.lores_to_main
+        lores, ox, oy = frame.lores, 0, 0
+        if self.area is not None:
+            lh, lw = lores.shape[:2]
+            x0, y0, x1, y1 = self.area
+            ox, oy = max(0, math.floor(x0 / sx)), max(0, math.floor(y0 / sy))
+            ex, ey = min(lw, math.ceil(x1 / sx)), min(lh, math.ceil(y1 / sy))
+            if ex - ox < 8 or ey - oy < 8:
+                return None
+            lores = lores[oy:ey, ox:ex]
+        one = (1.0,)  # one pass at full scale: plates on the road are small
+        return [
+            Detection(((x0 + ox) * sx, (y0 + oy) * sy, (x1 + ox) * sx, (y1 + oy) * sy), d.score)
+            for d in self.detector.detect(lores, None, one)
+            for x0, y0, x1, y1 in (d.box,)
+        ]
+
+    def _zoom(self, frame: Frame) -> list[Detection] | None:
+        """The zoom pass (None without a window, or when it is not inside the frame)."""
+        if self.zoom_window is None:
+            return None
         x0, y0, x1, y1 = self.zoom_window
         h, w = frame.main.shape[:2]
         x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
         if x1 - x0 < 8 or y1 - y0 < 8:
-            return []
+            return None
         main = frame.main.array()
         self._last_main = (frame.seq, main)  # the reader crops plates from it (same thread)
         crop = np.ascontiguousarray(main[y0:y1, x0:x1])
@@ -279,10 +376,16 @@ class DetectorStage:
             return list(self._recent)
 
     def stats(self) -> dict[str, float | int | str]:
+        """Counts, and the last frame's detector time over its passes."""
         d = self.detector
-        t = d.timing
         with self._lock:
             last = len(self._recent[-1].detections) if self._recent else 0
+            passes = self.passes
+        t = Timing(
+            sum(p.pre_ms for p in passes),
+            sum(p.invoke_ms for p in passes),
+            sum(p.post_ms for p in passes),
+        )
         return {
             "model": d.manifest.label,
             "backend": d.backend,
@@ -296,18 +399,27 @@ class DetectorStage:
         }
 
 
+def box_of(window: tuple[Point, ...]) -> Box | None:
+    """Two config points as an integer box (x0, y0, x1, y1), or None for an empty setting."""
+    if not window:
+        return None
+    (ax, ay), (bx, by) = window
+    return (round(min(ax, bx)), round(min(ay, by)), round(max(ax, bx)), round(max(ay, by)))
+
+
 def build_stage(
     cfg: DetectorConfig,
     backend: Backend | None = None,
     zoom_window: tuple[Point, ...] = (),
+    area: tuple[Point, ...] = (),
 ) -> DetectorStage | None:
     """The detector stage the config asks for (None when disabled); ModelError if refused.
-    `zoom_window` stands in for `cfg.zoom_window` when that is not set."""
+    `zoom_window` and `area` stand in for `cfg.zoom_window` and `cfg.area` when those are
+    not set (the sim's)."""
     if not cfg.enabled:
         return None
-    window = cfg.zoom_window or zoom_window
-    box = None
-    if window:
-        (ax, ay), (bx, by) = window
-        box = (round(min(ax, bx)), round(min(ay, by)), round(max(ax, bx)), round(max(ay, by)))
-    return DetectorStage(PlateDetector.from_config(cfg, backend), zoom_window=box)
+    return DetectorStage(
+        PlateDetector.from_config(cfg, backend),
+        zoom_window=box_of(cfg.zoom_window or zoom_window),
+        area=box_of(cfg.area or area),
+    )

@@ -72,6 +72,12 @@ class Placement:
         )
 
 
+def check_image(image: Image) -> None:
+    """ValueError unless `image` is RGB uint8, (H, W, 3)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.shape}")
+
+
 def resize(image: Image, width: int, height: int) -> Image:
     """`image` resized to width x height (box reduction by whole factors, then BILINEAR)."""
     h, w = image.shape[:2]
@@ -113,8 +119,7 @@ class Letterbox:
 
     def place(self, image: Image, shrink: float = 1.0) -> Placement:
         """Put `image` (RGB uint8, HxWx3) into `buffer`; how to map boxes back."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.shape}")
+        check_image(image)
         h, w = image.shape[:2]
         nw, nh = self.fit(w, h, shrink)
         if (nw, nh) != self._placed:

@@ -3,7 +3,7 @@
     {"name": "plates", "version": "2025.10.0", "format": "centernet-ltrb-log/v1",
      "file": "plates-2025.10.0.tflite", "sha256": "…64 hex…",
      "input_width": 960, "input_height": 544, "input_range": "0-1", "stride": 4,
-     "score_threshold": 0.35, "nms_iou": 0.5, "max_detections": 100}
+     "score_threshold": 0.35, "nms_iou": 0.5, "max_detections": 100, "size_multiple": 32}
 
 `file` is a plain file name in the manifest's own folder. `load_model` checks the file's
 sha256 BEFORE the runtime sees a byte of it (the bytes hashed are the bytes loaded), then that
@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from node.infer.letterbox import INPUT_RANGES
-from node.infer.runtime import Backend, Interpreter, ModelError, ModelIO, default_backend
+from node.infer.runtime import (
+    Backend,
+    Interpreter,
+    ModelError,
+    ModelIO,
+    default_backend,
+    first_line,
+)
 
 FORMAT = "centernet-ltrb-log/v1"
 MAX_MODEL_BYTES = 64 * 1024 * 1024
@@ -46,6 +53,10 @@ class ModelManifest:
     # the image at that fraction of the fitting size, so plates larger than the model sees in
     # one pass are found at a smaller level. The live stage runs one pass at 1.0.
     pyramid: tuple[float, ...] = (1.0,)
+    # 0: the model runs only at input_width x input_height. Else it also runs at any smaller
+    # size that is a multiple of this (a fully convolutional net whose graph keeps no shapes):
+    # the node then sizes each pass to its image instead of padding it to the full input.
+    size_multiple: int = 0
     path: Path = field(default=Path(), compare=False)  # the manifest file itself
 
     @property
@@ -72,6 +83,7 @@ _KEYS: dict[str, tuple[type, bool, Any, str]] = {
     "nms_iou": (float, False, lambda v: 0 < v <= 1, "above 0, at most 1"),
     "max_detections": (int, False, lambda v: 1 <= v <= 1000, "1 … 1000"),
     "input_range": (str, False, lambda v: v in INPUT_RANGES, " or ".join(INPUT_RANGES)),
+    "size_multiple": (int, False, lambda v: 0 <= v <= 256, "0 … 256"),
 }
 
 
@@ -145,6 +157,11 @@ def parse_manifest(raw: Any, path: Path) -> ModelManifest:
             f"{path}: input {values['input_width']}x{values['input_height']} is not a multiple "
             f"of the stride {stride}"
         )
+    multiple = values.get("size_multiple", 0)
+    if multiple % stride:
+        raise ModelError(
+            f"{path}: 'size_multiple' {multiple} is not a multiple of the stride {stride}"
+        )
     return ModelManifest(**values, path=path)
 
 
@@ -199,10 +216,11 @@ def read_model_bytes(manifest: _Named) -> bytes:
     return content
 
 
-def check_io(io: ModelIO, manifest: ModelManifest) -> None:
-    """The model's tensors must have the sizes the manifest promises."""
+def check_io(io: ModelIO, manifest: ModelManifest, size: tuple[int, int] | None = None) -> None:
+    """The model's tensors must have the sizes the manifest promises (at input `size`, default
+    the manifest's)."""
     model = manifest.model_path
-    w, h = manifest.input_width, manifest.input_height
+    w, h = size or (manifest.input_width, manifest.input_height)
     if io.input_size != (w, h):
         raise ModelError(
             f"{model}: input is {io.input_size[0]}x{io.input_size[1]}, the manifest says {w}x{h}"
@@ -216,12 +234,37 @@ def check_io(io: ModelIO, manifest: ModelManifest) -> None:
             )
 
 
+def open_at(
+    content: bytes,
+    manifest: ModelManifest,
+    size: tuple[int, int],
+    num_threads: int,
+    backend: Backend,
+) -> tuple[Interpreter, ModelIO]:
+    """An interpreter for the verified model bytes at input `size` (width, height), tensors
+    allocated and checked; ModelError naming the file when it does not run at that size."""
+    interpreter = backend.open(content, manifest.model_path, num_threads)
+    if size != (manifest.input_width, manifest.input_height):
+        w, h = size
+        try:
+            index = int(interpreter.get_input_details()[0]["index"])
+            interpreter.resize_tensor_input(index, [1, h, w, 3])
+            interpreter.allocate_tensors()
+        except Exception as e:  # each runtime raises its own types
+            raise ModelError(
+                f"{manifest.model_path}: does not run at {w}x{h} (manifest size_multiple "
+                f"{manifest.size_multiple}): {first_line(e)}"
+            ) from e
+    io = ModelIO.read(interpreter, manifest.model_path)
+    check_io(io, manifest, size)
+    return interpreter, io
+
+
 def load_model(
     manifest_path: Path | str, num_threads: int = 2, backend: Backend | None = None
 ) -> tuple[Interpreter, ModelManifest]:
     """Read the manifest, verify the model file, load it; ModelError naming what was refused."""
     manifest = read_manifest(Path(manifest_path))
     content = read_model_bytes(manifest)
-    interpreter = (backend or default_backend()).open(content, manifest.model_path, num_threads)
-    check_io(ModelIO.read(interpreter, manifest.model_path), manifest)
-    return interpreter, manifest
+    size = (manifest.input_width, manifest.input_height)
+    return open_at(content, manifest, size, num_threads, backend or default_backend())[0], manifest

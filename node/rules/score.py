@@ -37,10 +37,10 @@ from node.capture.frame import Frame, PlateTruth
 from node.capture.sim import SimSource
 from node.capture.simtraffic import RULES, TrueViolation
 from node.config import Config
-from node.infer.detector import DetectorStage, PlateDetector
+from node.infer.detector import DetectorStage, PlateDetector, box_of
 from node.rules.commands import SCENES
 from node.rules.signal import FrameSignal
-from node.rules.simzones import sim_zones, sim_zoom_window
+from node.rules.simzones import sim_area, sim_zones, sim_zoom_window
 from node.rules.stage import ViolationStage
 from node.rules.tracker import Tracker
 from node.rules.violations import Violation, ViolationRules
@@ -184,9 +184,12 @@ def scored(
 
 
 def _stage(cfg: Config, detector: PlateDetector) -> DetectorStage:
-    window = cfg.detector.zoom_window or sim_zoom_window(cfg.capture)
-    (ax, ay), (bx, by) = window
-    return DetectorStage(detector, zoom_window=(round(ax), round(ay), round(bx), round(by)))
+    d = cfg.detector
+    return DetectorStage(
+        detector,
+        zoom_window=box_of(d.zoom_window or sim_zoom_window(cfg.capture)),
+        area=box_of(d.area or sim_area(cfg.capture)),
+    )
 
 
 def score_sim(

@@ -10,6 +10,8 @@ metres (x across the road, z along it).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from node.capture.simscene import (
@@ -122,16 +124,36 @@ def _clip_to_frame(poly: Floats, cam: Camera) -> Floats:
     return poly
 
 
-def sim_zoom_window(
-    capture: CaptureConfig | None = None, size: tuple[int, int] = (960, 544)
-) -> tuple[Point, ...]:
-    """A `detector.zoom_window` of `size` main pixels (the model's input: no scaling) around
-    where plates cross the stop line, from 6 m before it to 8 m past it."""
+ZOOM_Z = (STOP_Z - 6.0, STOP_Z + 8.0)  # the road the zoom pass covers, near and far
+ZOOM_WIDTH = 960  # main pixels: the road at the near end of ZOOM_Z
+ZOOM_MARGIN = 48  # main pixels beyond ZOOM_Z (plates are drawn above their plate-plane point)
+OVERLAP = 96  # main pixels the lores pass reaches into the zoom window: a whole near plate
+STEP = 32  # the bundled model's size multiple
+
+
+def sim_zoom_window(capture: CaptureConfig | None = None) -> tuple[Point, ...]:
+    """A `detector.zoom_window` around where plates cross the stop line: from 6 m before it
+    to 8 m past it, `ZOOM_WIDTH` main pixels wide, its height a multiple of `STEP` (the
+    zoom pass runs at full resolution, so that is the model's input)."""
     cap = capture or CaptureConfig()
     cam = Camera(cap.main_width, cap.main_height)
-    w, h = min(size[0], cap.main_width), min(size[1], cap.main_height)
-    near = _px(cam, 0.0, STOP_Z - 6.0)[1]
-    far = _px(cam, 0.0, STOP_Z + 8.0)[1]
+    near = _px(cam, 0.0, ZOOM_Z[0])[1] + ZOOM_MARGIN
+    far = _px(cam, 0.0, ZOOM_Z[1])[1] - ZOOM_MARGIN
+    w = min(ZOOM_WIDTH, cap.main_width)
+    h = min(cap.main_height, math.ceil((near - far) / STEP) * STEP)
     y0 = min(max(0.0, (near + far) / 2 - h / 2), cap.main_height - h)
     x0 = (cap.main_width - w) / 2
     return ((x0, y0), (x0 + w, y0 + h))
+
+
+def sim_area(capture: CaptureConfig | None = None) -> tuple[Point, ...]:
+    """A `detector.area` for the lores pass: the whole width, from `OVERLAP` main pixels
+    above the zoom window's near edge (a plate there is whole in one pass or the other) to
+    the bottom of the frame, raised to a multiple of `STEP` lores rows. Above it plates are a
+    few lores pixels high (the zoom pass finds them) or past where the sim's rules look."""
+    cap = capture or CaptureConfig()
+    (_, _), (_, zoom_bottom) = sim_zoom_window(cap)
+    sy = cap.main_height / cap.lores_height
+    rows = math.ceil((cap.main_height - zoom_bottom + OVERLAP) / sy / STEP) * STEP
+    top = max(0.0, cap.main_height - rows * sy)
+    return ((0.0, top), (float(cap.main_width), float(cap.main_height)))

@@ -97,9 +97,9 @@ def render(
         f"- runtime: {lat['backend']}",
         f"- mean invoke at {m['input'].split()[0]} (one pass): {lat['invoke_ms_1t']} ms on 1 "
         f"thread, {lat['invoke_ms_2t']} ms on 2",
-        "- the live stage's detector time for one 1920x1080 frame (the lores pass on the",
-        "  960x540 lores stream and the zoom pass on a 960x544 window of the main image;",
-        f"  letterbox, invoke, decode and NMS each): {lat['frame_1080p_ms_1t']} ms on 1 "
+        "- the live stage's detector time for one 1920x1080 frame, as it runs on the sim",
+        f"  ({lat.get('live_passes', 'lores stream and zoom window')}; letterbox, invoke,",
+        f"  decode and NMS each, and the merge): {lat['frame_1080p_ms_1t']} ms on 1 "
         f"thread, {lat['frame_1080p_ms_2t']} ms on 2",
         "- a 1920x1080 still image through the manifest's pyramid (`roadnode detect`): "
         f"{lat.get('still_pyramid_ms_1t', 'n/a')} ms on 1 thread, "

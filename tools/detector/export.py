@@ -29,6 +29,8 @@ from tools.detector.arch import FORMAT, STRIDE
 from tools.detector.model import build
 from tools.plates import synth
 
+SIZE_MULTIPLE = 32  # the network's coarsest stride: it runs at any input size that divides by it
+
 
 def load_weights(model: Any, run: Path) -> None:
     """The run's weights: from the GPU trainer (keras.weights.npz), the CPU trainer's final
@@ -143,6 +145,7 @@ def write(blob: bytes, a: argparse.Namespace) -> Path:
         max_detections=100,
         input_range="0-1",
         pyramid=a.pyramid,
+        size_multiple=SIZE_MULTIPLE,
     )
 
 

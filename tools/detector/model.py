@@ -46,6 +46,16 @@ def _sep(x: Any, filters: int, stride: int = 1, name: str = "") -> Any:
     return layers.ReLU(6.0, name=f"{name}_pwrelu")(x)
 
 
+def _up2(t: Any) -> Any:
+    """Nearest 2x upsampling as depth-to-space of four copies: the same function as
+    `UpSampling2D(2, "nearest")`, but it exports to CONCATENATION + DEPTH_TO_SPACE, which
+    keep no shapes, where Keras 3's upsampling exports to TILE + RESHAPE with the export's
+    input size baked in. So the exported file runs at any input size (multiple of 32)."""
+    import tensorflow as tf
+
+    return tf.nn.depth_to_space(tf.concat([t, t, t, t], axis=-1), 2)
+
+
 def build(input_shape: tuple[int | None, int | None, int] = (None, None, 3)) -> keras.Model:
     """The detector; `input_shape` fixed for export, free (None) for training on crops."""
     import tensorflow as tf
@@ -61,7 +71,7 @@ def build(input_shape: tuple[int | None, int | None, int] = (None, None, 3)) -> 
         skips.append(x)
     x = _conv_bn(skips[-1], NECK, name="lat3")
     for level in (2, 1, 0):  # /16, /8, /4
-        x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}")(x)
+        x = layers.Lambda(_up2, name=f"up{level}")(x)
         lateral = _conv_bn(skips[level], NECK, name=f"lat{level}")
         x = layers.Add(name=f"merge{level}")([x, lateral])
         x = _sep(x, NECK, 1, name=f"neck{level}")
