@@ -138,3 +138,13 @@ def test_the_service_runs_the_bundled_detector(tmp_path: Path) -> None:
     assert status["detector"]["state"] == "running"
     assert status["detector"]["frames"] > 0
     assert status["latency"]["detector"]["n"] > 0
+
+
+def test_the_bundled_model_runs_a_band_of_the_frame_at_its_own_size(
+    detector: PlateDetector, road: npt.NDArray[np.uint8]
+) -> None:
+    image, box = paste(road, "car1", "white", 120, seed=3, at=(300, 400))
+    band = np.ascontiguousarray(image[256:544])  # the sim's lores area: 288 rows
+    found = [d.box for d in detector.detect(band, pyramid=(1.0,))]
+    assert best_iou(found, box - np.array([0, 256, 0, 256], np.float32)) >= 0.5, found
+    assert (960, 288) in detector._model.runners  # run at 960x288, not padded to 960x544

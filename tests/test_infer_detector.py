@@ -338,3 +338,75 @@ def test_build_stage_takes_the_configured_window_before_the_suggested_one(tmp_pa
     stage = build_stage(DetectorConfig(model=manifest), zoom_window=((1.0, 1.0), (50.0, 40.0)))
     assert stage is not None
     assert stage.zoom_window == (1, 1, 50, 40)
+
+
+# --- a resizable model: each pass at its own size ----------------------------------------------
+
+
+def resizable_model(folder: Path) -> Path:
+    """The real test model (pooling and 1x1 convolutions: it runs at any size that divides by
+    4), its manifest saying it resizes in steps of 16."""
+    from tests.tflite_model import build_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_model(
+        folder, build_model(96, 64), input_width=96, input_height=64, size_multiple=16
+    )
+
+
+def test_a_resizable_model_runs_an_image_at_its_own_size(tmp_path: Path) -> None:
+    band = red_block()[8:40]  # 96x32: the block on rows 12-16
+    (tmp_path / "fixed").mkdir()
+    fixed = PlateDetector(real_model(tmp_path / "fixed"))
+    sized = PlateDetector(resizable_model(tmp_path / "sized"))
+    expected = np.array(real_box()) - [0, 8, 0, 8]
+    for detector in (fixed, sized):
+        (plate,) = detector.detect(band, pyramid=(1.0,))
+        np.testing.assert_allclose(plate.box, expected, rtol=1e-5)
+    assert set(fixed._model.runners) == {(96, 64)}  # padded to the full input
+    assert (96, 32) in sized._model.runners  # the padding cut off
+    assert sized._model.runners[(96, 32)].letterbox.buffer.shape == (1, 32, 96, 3)
+    # an image larger than the input is placed as a fixed model places it: same boxes
+    (big,) = sized.detect(red_block(2), pyramid=(1.0,))
+    np.testing.assert_allclose(big.box, real_box(2.0), rtol=1e-5)
+
+
+def test_a_model_that_claims_to_resize_but_does_not_is_refused_at_load(tmp_path: Path) -> None:
+    # the double has no resize_tensor_input: like a model file with its shapes baked in
+    with pytest.raises(ModelError, match=r"does not run at 32x16 \(manifest size_multiple 16\)"):
+        PlateDetector(write_model(tmp_path, size_multiple=16), backend=peak_rig().backend())
+
+
+def test_size_multiple_must_divide_by_the_stride(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="'size_multiple' 6 is not a multiple of the stride 4"):
+        PlateDetector(write_model(tmp_path, size_multiple=6), backend=peak_rig().backend())
+
+
+def test_the_stage_runs_the_lores_pass_over_its_area_only(tmp_path: Path) -> None:
+    main = ArrayRef(np.zeros((128, 192, 3), np.uint8))  # lores to main: x2
+    frame = Frame(5, 0, 0, red_block(), main)  # the block on lores rows 20-24
+    inside = DetectorStage(PlateDetector(resizable_model(tmp_path)), area=(0, 32, 192, 96))
+    inside.process(frame)  # lores rows 16-48: the block, run at 96x32
+    (plate,) = inside.recent()[-1].detections
+    np.testing.assert_allclose(plate.box, real_box(2.0), rtol=1e-5)  # main pixels
+    assert (96, 32) in inside.detector._model.runners
+    assert len(inside.passes) == 1
+    assert inside.stats()["invoke_ms"] == round(inside.passes[0].invoke_ms, 2)
+    outside = DetectorStage(PlateDetector(resizable_model(tmp_path)), area=(0, 64, 192, 128))
+    outside.process(frame)  # lores rows 32-64: below the block
+    assert outside.recent()[-1].detections == ()
+    gone = DetectorStage(PlateDetector(resizable_model(tmp_path)), area=(0, 300, 192, 400))
+    gone.process(frame)  # an area off the frame: no pass, nothing found, nothing raised
+    assert gone.recent()[-1].detections == ()
+    assert gone.passes == ()
+
+
+def test_build_stage_takes_the_configured_area_before_the_suggested_one(tmp_path: Path) -> None:
+    manifest = str(real_model(tmp_path))
+    cfg = DetectorConfig(model=manifest, area=((0.0, 500.0), (1920.0, 1080.0)))
+    stage = build_stage(cfg, area=((0.0, 0.0), (10.0, 10.0)))
+    assert stage is not None
+    assert stage.area == (0, 500, 1920, 1080)
+    stage = build_stage(DetectorConfig(model=manifest))
+    assert stage is not None
+    assert stage.area is None  # the whole frame

@@ -17,7 +17,8 @@ from node.capture.simscene import LANE_DIVIDERS, LANE_W, ROAD_HALF, STOP_LINE_W,
 from node.capture.simtraffic import Traffic
 from node.config import CaptureConfig, Config
 from node.configload import load, to_toml_dict
-from node.rules.simzones import sim_zones
+from node.infer.detector import box_of
+from node.rules.simzones import sim_area, sim_zones, sim_zoom_window
 from node.rules.zones import Zones, crossings, plate_points
 
 FRAMES = 400  # 40 s of simulated time at 10 fps: more than one signal cycle
@@ -129,3 +130,36 @@ def test_stop_line_crossings_match_the_simulated_road(run: Run) -> None:
     assert compared >= 20
     assert red_crossers
     assert red_crossers <= run.red_runners
+
+
+def test_every_plate_near_enough_is_whole_in_one_detector_pass() -> None:
+    """The sim's zoom window and lores area (`detector.area`) leave no gap: every visible
+    plate from the window's far edge to the bottom of the frame lies wholly inside the window
+    or inside the area, so one of the two passes sees all of it. Both are sized in steps of
+    32 (the model runs at those sizes without padding)."""
+    cap = CaptureConfig()
+    zx0, zy0, zx1, zy1 = box_of(sim_zoom_window(cap))
+    ax0, ay0, ax1, ay1 = box_of(sim_area(cap))
+    assert (zx1 - zx0) % 32 == 0
+    assert (zy1 - zy0) % 32 == 0
+    assert round((ay1 - ay0) * cap.lores_height / cap.main_height) % 32 == 0
+    assert (ax0, ax1, ay1) == (0, cap.main_width, cap.main_height)
+    assert zy1 - ay0 >= 96  # the overlap: a whole near plate
+    source = SimSource("sim://junction?seed=5&fps=0&violations=0.4", cap)
+    source.open(threading.Event())
+    checked = 0
+    try:
+        for _ in range(200):
+            frame = source.read()
+            assert frame is not None
+            assert frame.truth is not None
+            for plate in frame.truth:
+                x0, y0, x1, y1 = plate.box
+                if y0 < zy0 or plate.visible < 0.5:
+                    continue
+                in_window = zx0 <= x0 and x1 <= zx1 and y1 <= zy1
+                assert in_window or y0 >= ay0, (plate.box, plate.layout)
+                checked += 1
+    finally:
+        source.close()
+    assert checked > 300
