@@ -59,7 +59,7 @@ TRAIN_CMD = "\n".join(  # the bundled model's stages; each resumes the run's las
 EXPORT_CMD = (
     "python -m tools.detector.export --run runs/det "
     "--real ../shared/data/plates-real --out node/infer/models --version 7 --threshold 0.5\n"
-    "python -m tools.detector.threshold  # F1 0.750 at 0.5 and 0.55 on calibration scenes: 0.5 kept"
+    "python -m tools.detector.threshold  # det-v6: F1 0.750 at 0.5 and 0.55: 0.5 kept (not re-run)"
 )
 CARD_CMD = (
     "python -m tools.detector.card --run runs/det --real ../shared/data/plates-real "
