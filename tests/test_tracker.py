@@ -335,3 +335,23 @@ def test_a_lost_plate_that_stood_still_does_not_take_a_passing_one() -> None:
     )
     assert len(passer) == 1
     assert 2 not in passer
+
+
+def test_a_weak_box_on_the_plate_beats_a_sure_box_beside_it() -> None:
+    """Seed 3, car 28: its plate found weakly (0.43) where the track predicted it, and a sure
+    false plate (a bumper) beside it with no overlap, inside the centre gate. The sure one
+    went to the track by centre distance in the first stage and the car's track broke."""
+    tracker = Tracker(TrackerConfig())
+
+    def plate(seq: int) -> tuple[float, float, float, float]:
+        return (600.0 - 20 * seq, 500.0 - 18 * seq, 50.0, 10.0)
+
+    for seq in range(6):
+        tracker.update(frame(seq, [(*plate(seq), 0.8)]))
+    (car,) = tracker.tracks()
+    x, y, w, h = plate(6)
+    tracks = tracker.update(frame(6, [(x, y, w, h, 0.43), (x + 40.0, y + 30.0, 30.0, 12.0, 0.8)]))
+    took = next(t for t in tracks if t.id == car.id)
+    assert took.last.seq == 6
+    assert took.last.score == pytest.approx(0.43)  # its own plate, not the bumper
+    assert [t.state for t in tracks if t.id != car.id] == [TENTATIVE]  # the bumper: a new track

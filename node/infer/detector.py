@@ -35,9 +35,22 @@ from node.infer.manifest import (
 from node.infer.runtime import Backend, Interpreter, ModelError, ModelIO, default_backend
 
 log = logging.getLogger(__name__)
+Floats = npt.NDArray[np.float32]
 
 TOP_K = 100  # peaks decoded per image, before NMS
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in main-stream pixels
+SAME_PLATE = 0.5  # a lores box sharing this much of the smaller box with a zoom box: one plate
+
+
+def _shared(box: tuple[float, float, float, float], others: npt.NDArray[np.float32]) -> Floats:
+    """The intersection of `box` with each of `others` (N, 4), over the smaller of the two."""
+    x0, y0, x1, y1 = box
+    iw = np.clip(np.minimum(others[:, 2], x1) - np.maximum(others[:, 0], x0), 0.0, None)
+    ih = np.clip(np.minimum(others[:, 3], y1) - np.maximum(others[:, 1], y0), 0.0, None)
+    area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    smaller = np.maximum(np.minimum(area, (x1 - x0) * (y1 - y0)), 1e-6)
+    out: Floats = (iw * ih / smaller).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,13 +319,15 @@ class DetectorStage:
             self._last_main = None
 
     def process(self, frame: Frame) -> None:
-        found: list[Detection] = []
-        passes: list[Timing] = []
-        for run in (self._lores, self._zoom):
-            more = run(frame)
-            if more is not None:
-                found = self._merge(found + more) if passes else more
-                passes.append(self.detector.timing)
+        lores = self._lores(frame)
+        passes = [self.detector.timing] if lores is not None else []
+        zoom = self._zoom(frame)
+        if zoom is not None:
+            passes.append(self.detector.timing)
+        if lores is None or zoom is None:
+            found = lores or zoom or []
+        else:
+            found = self._merge(self._coarse_only(lores, zoom) + zoom)
         with self._lock:
             self._recent.append(FrameDetections(frame.seq, frame.mono_ns, tuple(found)))
             self.frames += 1
@@ -356,6 +371,24 @@ class DetectorStage:
             for d in self.detector.detect(crop, None, (1.0,))
             for b in (d.box,)
         ]
+
+    def _coarse_only(self, lores: list[Detection], zoom: list[Detection]) -> list[Detection]:
+        """The lores detections the zoom pass did not see better: one wholly inside the zoom
+        window that shares at least `SAME_PLATE` of its smaller box with a zoom detection is
+        the same plate at a quarter of the pixels, often boxed looser than the NMS overlap
+        can tell (two boxes for one plate: two tracks)."""
+        assert self.zoom_window is not None
+        if not lores or not zoom:
+            return lores
+        wx0, wy0, wx1, wy1 = self.zoom_window
+        sharp = np.array([d.box for d in zoom], dtype=np.float32)
+        keep = []
+        for d in lores:
+            x0, y0, x1, y1 = d.box
+            inside = wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1
+            if not inside or _shared(d.box, sharp).max() < SAME_PLATE:
+                keep.append(d)
+        return keep
 
     def _merge(self, found: list[Detection]) -> list[Detection]:
         return PlateDetector._merge(sorted(found, key=lambda d: -d.score), self.detector.manifest)

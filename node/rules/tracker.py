@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -200,7 +201,11 @@ class Tracker:
         low = [i for i, d in enumerate(dets) if d.score < cfg.high_score]
         boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
         fed = [r for r, s in enumerate(states) if s != TENTATIVE]
-        matches = self._match(fed, high, boxes, cfg.match_iou)
+        # a track whose prediction a weak detection overlaps well is left to the second
+        # stage: the centre-distance fallback would give it a sure box beside its plate (a
+        # false plate on the bumper below it, the next rider's) and the weak one is its own
+        overlapped = self._overlapped(fed, low, boxes, cfg.low_match_iou)
+        matches = self._match(fed, high, boxes, cfg.match_iou, overlapped)
         taken_r = {r for r, _ in matches}
         rest = [r for r in fed if r not in taken_r and states[r] == CONFIRMED]
         matches += self._match(rest, low, boxes, cfg.low_match_iou)
@@ -235,8 +240,26 @@ class Tracker:
             keep.append(d)
         return keep
 
-    def _match(self, rows: list[int], cols: list[int], boxes: Floats, min_iou: float) -> Pairs:
-        """Greedy by IoU with the predicted boxes, then by centre distance for the rest."""
+    def _overlapped(
+        self, rows: list[int], cols: list[int], boxes: Floats, min_iou: float
+    ) -> set[int]:
+        """The track rows whose predicted box one of the detections `cols` overlaps by at
+        least `min_iou`."""
+        if not rows or not cols:
+            return set()
+        iou = iou_matrix(self._kf.boxes()[np.array(rows, dtype=np.intp)], boxes[cols])
+        return {rows[i] for i in np.flatnonzero(iou.max(axis=1) >= min_iou)}
+
+    def _match(
+        self,
+        rows: list[int],
+        cols: list[int],
+        boxes: Floats,
+        min_iou: float,
+        by_overlap_only: Collection[int] = (),
+    ) -> Pairs:
+        """Greedy by IoU with the predicted boxes, then by centre distance for the rest (not
+        for the rows in `by_overlap_only`)."""
         if not rows or not cols:
             return []
         r, c = np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
@@ -250,7 +273,9 @@ class Tracker:
             left = [
                 i
                 for i in range(len(r))
-                if i not in got_r and (self._books[rows[i]].missed == 0) == fresh
+                if i not in got_r
+                and (self._books[rows[i]].missed == 0) == fresh
+                and rows[i] not in by_overlap_only
             ]
             if not fresh and left:
                 # a lost track that stood still is matched by overlap only: a stopped
