@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from node.capture.frame import ArrayRef, CaptureError, Frame, MainRef, PlateTruth
-from node.capture.platerender import COLORS, LAYOUTS, render_plate
+from node.capture.platerender import COLORS, LAYOUTS, PlateSpec, render_plate
 from node.capture.sim import SimSource
-from node.capture.simscene import background
-from node.capture.simtraffic import RULES, TrueViolation
+from node.capture.simscene import LANE_DIVIDERS, SOLID_Z, background
+from node.capture.simtraffic import KINDS, RULES, Traffic, TrueViolation, Vehicle
 from node.config import CaptureConfig
 
 SMALL = CaptureConfig(main_width=640, main_height=360, lores_width=320, lores_height=180)
@@ -278,3 +278,37 @@ def test_the_sims_speeders_are_over_the_enforced_tolerance() -> None:
 
     want = SPEED_LIMIT * 3.6 + SpeedingConfig().tolerance_kmh
     assert pytest.approx(want) == SPEEDING_OVER * 3.6
+
+
+@pytest.mark.parametrize(
+    ("crossing_z", "recorded", "unresolvable"),
+    [
+        (SOLID_Z[1] - 0.8, True, False),  # well before the marking's end: an offence
+        (SOLID_Z[1] - 0.3, True, True),  # too near its end for any camera to call
+        (SOLID_Z[1] + 0.3, True, True),  # just past it: recorded, but unresolvable too
+        (SOLID_Z[1] + 0.8, False, False),  # past it: a lawful lane change
+    ],
+)
+def test_a_solid_line_offence_is_judged_where_the_plate_crosses_the_line(
+    crossing_z: float, recorded: bool, unresolvable: bool
+) -> None:
+    """The step that crosses the lane line is judged at the crossing, not where the step ends
+    (a car crossing 0.3 m before the marking's end, 0.5 m past it a frame later, offended)."""
+    traffic = Traffic(np.random.default_rng(1), 0.0, 0.0, 0.1)
+    divider = LANE_DIVIDERS[1]
+    car = Vehicle(
+        7,
+        KINDS[1],
+        0,
+        PlateSpec("98A-123.45", "car1", "white"),
+        "solid_line",
+        divider - 0.1,
+        crossing_z + 0.4,
+        8.0,
+        8.0,
+        divider - 3.5,
+        (0.0, 0.0, 0.0),
+    )
+    traffic._record(car, 12, "GREEN", (crossing_z - 0.4, crossing_z + 4.1, divider + 0.1))
+    got = [(v.rule, v.seq, v.unresolvable) for v in traffic.violations]
+    assert got == ([("solid_line", 12, unresolvable)] if recorded else [])

@@ -8,8 +8,6 @@ that jitters over a line is not an offence.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from node.config import RedLightConfig, SolidLineConfig
@@ -33,28 +31,6 @@ def last_crossing(
         if ta * tb <= 0.0:  # the step passes between the segment's ends
             return k, 1 if neg[k] else -1
     return -1, 0
-
-
-def alongside(
-    a: Samples,
-    k: int,
-    frac: float,
-    p: tuple[float, float],
-    q: tuple[float, float],
-    ends: tuple[bool, bool],
-) -> bool:
-    """Whether the plate, in the first frame after it crossed p-q (`frac` of the way from
-    sample k to k+1), is still beside the line: not before p if p is where the line starts,
-    not past q if q is where it ends (`ends`). A frame seen past the end of the marking shows a
-    lane change where the line was no longer solid; when frames were dropped the plate's place
-    in the first missing one is interpolated."""
-    s0, s1 = int(a.seq[k]), int(a.seq[k + 1])
-    first = min(s1, math.floor(s0 + frac * (s1 - s0)) + 1)
-    f = (first - s0) / (s1 - s0) if s1 > s0 else 1.0
-    x, y = (a.points[k] + f * (a.points[k + 1] - a.points[k])).tolist()
-    dx, dy = q[0] - p[0], q[1] - p[1]
-    t = ((x - p[0]) * dx + (y - p[1]) * dy) / (dx * dx + dy * dy)
-    return not ((ends[0] and t < 0.0) or (ends[1] and t > 1.0))
 
 
 def run_before(pre: Bools, k: int) -> int:
@@ -154,10 +130,8 @@ class SolidLineRule:
             return None
         margin = np.maximum(self.cfg.margin_plate_widths * a.widths, 1e-9)
         for line in self.zones.solid_lines:
-            last = len(line) - 2
-            for i, (p, q) in enumerate(zip(line[:-1].tolist(), line[1:].tolist(), strict=True)):
-                ends = (i == 0, i == last)
-                found = self._crossed(v, a, (p[0], p[1]), (q[0], q[1]), margin, ends)
+            for p, q in zip(line[:-1].tolist(), line[1:].tolist(), strict=True):
+                found = self._crossed(v, a, (p[0], p[1]), (q[0], q[1]), margin)
                 if found is not None:
                     return found
         return None
@@ -169,7 +143,6 @@ class SolidLineRule:
         p: tuple[float, float],
         q: tuple[float, float],
         margin: Floats,
-        ends: tuple[bool, bool],
     ) -> Finding | None:
         col = self.zones.segments[(p, q)]
         k, sign = last_crossing(a, col, p, q)
@@ -183,8 +156,6 @@ class SolidLineRule:
         if before < self.cfg.min_frames or after < self.cfg.min_frames:
             return None
         frac = float(crossing_fraction(p, q, a.points[k], a.points[k + 1])[0])
-        if not alongside(a, k, frac, p, q, ends):
-            return None  # crossed where the marking had ended
         mono, utc = interpolate(a, k, frac)
         lane = int(a.lanes[k]) if a.lanes[k] >= 0 else int(a.lanes[k + 1])
         measured = Measured(lane=v.lane_name(lane), frames=before + after)

@@ -16,8 +16,10 @@ way), one report per true violation: a second report of the same offence is a du
 counts as a false positive. A true violation counts towards recall when its vehicle showed a
 plate the camera could resolve (`MIN_PLATE_PX` wide in the detection stream) around that moment; the
 others are reported apart as ``unresolvable`` (a wrong-way motorbike shows no front plate; a
-far plate is a few pixels). Violations in the run's last `TAIL_S` seconds are left out on
-both sides (`scored`): the rules may not have judged them yet. The sim's speeders are vehicles above
+far plate is a few pixels; a lane change within `SOLID_END_M` of where the solid marking ends,
+on either side, which the plate plane cannot place to better than that). Violations in the
+run's last `TAIL_S` seconds are left out on both sides (`scored`): the rules may not have
+judged them yet. The sim's speeders are vehicles above
 the limit plus the rule's default tolerance (5 km/h) where the sim reads their speed, the
 offence the node enforces.
 """
@@ -231,7 +233,9 @@ def score_sim(
     per_rule: dict[str, dict[str, Any]] = {}
     for rule in RULES:
         t_rule = [t for t in true if t.rule == rule and t.seq <= cut]
-        visible = {i for i, t in enumerate(t_rule) if truths.resolvable(t, window)}
+        visible = {
+            i for i, t in enumerate(t_rule) if not t.unresolvable and truths.resolvable(t, window)
+        }
         mine = [(v, vid) for v, vid in reported if v.rule == rule]
         keep = scored(
             rule,
