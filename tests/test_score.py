@@ -6,7 +6,7 @@ from node.capture.simtraffic import TrueViolation
 from node.config import Config
 from node.infer.detector import PlateDetector
 from node.infer.manifest import DEFAULT_MANIFEST
-from node.rules.score import match_rule, score_sim, scored
+from node.rules.score import counted, match_rule, score_sim, scored
 
 
 def tv(vehicle: int, rule: str, seq: int) -> TrueViolation:
@@ -38,6 +38,13 @@ def test_reports_take_the_nearest_free_true_violation() -> None:
     matched, duplicates = match_rule("solid_line", [(138, 3), (104, 3)], true, window=50)
     assert matched == {0: 1, 1: 0}
     assert not duplicates
+
+
+def test_unresolvable_and_unseen_violations_do_not_count_towards_recall() -> None:
+    near_end = TrueViolation(2, "solid_line", "98A-123.45", 40, "car", unresolvable=True)
+    true = [tv(1, "solid_line", 10), near_end, tv(3, "solid_line", 70)]
+    assert counted(true, lambda t: t.vehicle_id != 3) == {0}  # 3: its plate never resolvable
+    assert counted(true, lambda t: True) == {0, 2}
 
 
 def test_the_run_s_tail_is_left_out_on_both_sides() -> None:

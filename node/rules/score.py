@@ -30,7 +30,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -135,6 +135,13 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def counted(true: Sequence[TrueViolation], seen: Callable[[TrueViolation], bool]) -> set[int]:
+    """Indices of the true violations that count towards recall: the camera could see the
+    plate (`seen`) and the sim could call the offence (not `unresolvable`). The others count
+    neither way: a report of one is not false either."""
+    return {i for i, t in enumerate(true) if not t.unresolvable and seen(t)}
+
+
 def match_rule(
     rule: str, reports: list[tuple[int, int | None]], true: list[TrueViolation], window: int
 ) -> tuple[dict[int, int], set[int]]:
@@ -233,9 +240,7 @@ def score_sim(
     per_rule: dict[str, dict[str, Any]] = {}
     for rule in RULES:
         t_rule = [t for t in true if t.rule == rule and t.seq <= cut]
-        visible = {
-            i for i, t in enumerate(t_rule) if not t.unresolvable and truths.resolvable(t, window)
-        }
+        visible = counted(t_rule, lambda t: truths.resolvable(t, window))
         mine = [(v, vid) for v, vid in reported if v.rule == rule]
         keep = scored(
             rule,
