@@ -17,6 +17,7 @@ from node.cli import main
 from node.config import Config, DetectorConfig
 from node.configload import ConfigError, load
 from node.infer.detector import (
+    MAX_RUNNERS,
     Detection,
     DetectorStage,
     FrameDetections,
@@ -431,3 +432,15 @@ def test_inside_the_zoom_window_the_sharper_box_of_a_plate_wins(tmp_path: Path) 
     kept = stage._coarse_only([loose, unseen, edge, beside], zoom)
     assert kept == [unseen, edge, beside]
     assert stage._coarse_only([loose], []) == [loose]  # nothing sharper: nothing dropped
+
+
+def test_a_resizable_model_keeps_a_few_sizes_open_not_one_per_image(tmp_path: Path) -> None:
+    """`roadnode detect` over photos of every shape: a size each would be an interpreter each."""
+    detector = PlateDetector(resizable_model(tmp_path))
+    for rows in range(16, 65, 4):  # 13 heights, 4 input sizes (multiples of 16)
+        for cols in (32, 48, 96):
+            detector.detect(np.zeros((rows, cols, 3), np.uint8), pyramid=(1.0,))
+    runners = detector._model.runners
+    assert len(runners) == MAX_RUNNERS
+    assert (96, 64) in runners  # the manifest's own size is never let go
+    assert next(reversed(runners)) == (96, 64)  # the last image (64x96) ran at full size

@@ -75,6 +75,20 @@ def iou_matrix(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float32]:
     return out
 
 
+def over_smaller(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Intersection over the smaller box, for every box in `a` (A, 4) with every box in `b`
+    (B, 4): (A, B). 1.0 when one box lies inside the other, whatever their sizes."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.asarray(np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1.0), 0.0))
+
+
 def nms(boxes: npt.ArrayLike, scores: npt.ArrayLike, iou: float) -> npt.NDArray[np.intp]:
     """Greedy class-agnostic non-maximum suppression.
 

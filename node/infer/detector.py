@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from PIL import UnidentifiedImageError
 
 from node.capture.frame import Frame, Image
 from node.config import DetectorConfig, Point
-from node.infer.decode import decode, nms
+from node.infer.decode import decode, nms, over_smaller
 from node.infer.letterbox import Letterbox, Placement, check_image, input_table
 from node.infer.manifest import (
     DEFAULT_MANIFEST,
@@ -35,22 +35,11 @@ from node.infer.manifest import (
 from node.infer.runtime import Backend, Interpreter, ModelError, ModelIO, default_backend
 
 log = logging.getLogger(__name__)
-Floats = npt.NDArray[np.float32]
 
 TOP_K = 100  # peaks decoded per image, before NMS
+MAX_RUNNERS = 6  # input sizes a resizable model is kept open at (the live stage uses two)
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in main-stream pixels
 SAME_PLATE = 0.5  # a lores box sharing this much of the smaller box with a zoom box: one plate
-
-
-def _shared(box: tuple[float, float, float, float], others: npt.NDArray[np.float32]) -> Floats:
-    """The intersection of `box` with each of `others` (N, 4), over the smaller of the two."""
-    x0, y0, x1, y1 = box
-    iw = np.clip(np.minimum(others[:, 2], x1) - np.maximum(others[:, 0], x0), 0.0, None)
-    ih = np.clip(np.minimum(others[:, 3], y1) - np.maximum(others[:, 1], y0), 0.0, None)
-    area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    smaller = np.maximum(np.minimum(area, (x1 - x0) * (y1 - y0)), 1e-6)
-    out: Floats = (iw * ih / smaller).astype(np.float32)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +76,7 @@ class Runner:
 class LoadedModel:
     manifest: ModelManifest
     content: bytes  # the verified model bytes, to open the model at another input size
-    runners: dict[tuple[int, int], Runner]  # by input (width, height), each allocated once
+    runners: OrderedDict[tuple[int, int], Runner]  # by input (width, height), newest used last
 
 
 def input_size(
@@ -165,7 +154,7 @@ class PlateDetector:
         one also at half that size (a model that claims to resize but does not is refused
         here, not at the first frame)."""
         manifest = read_manifest(manifest_path)
-        model = LoadedModel(manifest, read_model_bytes(manifest), {})
+        model = LoadedModel(manifest, read_model_bytes(manifest), OrderedDict())
         w, h = manifest.input_width, manifest.input_height
         self._runner(model, (w, h))
         if manifest.size_multiple:
@@ -173,13 +162,20 @@ class PlateDetector:
         return model
 
     def _runner(self, model: LoadedModel, size: tuple[int, int]) -> Runner:
-        """The model opened at input `size`, opened on first use (ModelError if it cannot)."""
-        runner = model.runners.get(size)
+        """The model opened at input `size`, opened on first use (ModelError if it cannot).
+        At most `MAX_RUNNERS` sizes stay open (a few MB of tensors each): the one least
+        recently used goes first, never the manifest's own size."""
+        runners = model.runners
+        runner = runners.get(size)
         if runner is None:
             m = model.manifest
             interpreter, io = open_at(model.content, m, size, self.threads, self._backend)
             table = input_table(io.input.dtype, io.input.scale, io.input.zero_point, m.input_range)
-            runner = model.runners[size] = Runner(interpreter, io, Letterbox(*size, table))
+            runner = runners[size] = Runner(interpreter, io, Letterbox(*size, table))
+            full = (m.input_width, m.input_height)
+            while len(runners) > MAX_RUNNERS:
+                del runners[next(k for k in runners if k != full)]
+        runners.move_to_end(size)
         return runner
 
     def _runner_for(self, model: LoadedModel, size: tuple[int, int]) -> Runner:
@@ -386,7 +382,7 @@ class DetectorStage:
         for d in lores:
             x0, y0, x1, y1 = d.box
             inside = wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1
-            if not inside or _shared(d.box, sharp).max() < SAME_PLATE:
+            if not inside or over_smaller(np.array([d.box]), sharp).max() < SAME_PLATE:
                 keep.append(d)
         return keep
 

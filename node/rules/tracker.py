@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from node.config import TrackerConfig
+from node.infer.decode import over_smaller
 from node.infer.detector import Detection, FrameDetections
 from node.rules.kalman import BoxFilters, box_sizes, xyxy_to_cxcywh
 
@@ -100,18 +101,6 @@ def iou_matrix(a: Floats, b: Floats) -> Floats:
     area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.asarray(np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0))
-
-
-def over_smaller(a: Floats, b: Floats) -> Floats:
-    """Intersection over the smaller box, for every box in `a` (A, 4) with every box in `b`
-    (B, 4): (A, B). 1.0 when one box lies inside the other, whatever their sizes."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    return np.asarray(np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1.0), 0.0))
 
 
 def greedy(score: Floats, allowed: npt.NDArray[np.bool_], best_high: bool = True) -> Pairs:
