@@ -355,3 +355,22 @@ def test_a_weak_box_on_the_plate_beats_a_sure_box_beside_it() -> None:
     assert took.last.seq == 6
     assert took.last.score == pytest.approx(0.43)  # its own plate, not the bumper
     assert [t.state for t in tracks if t.id != car.id] == [TENTATIVE]  # the bumper: a new track
+
+
+def test_a_new_track_takes_weak_boxes_of_its_plate() -> None:
+    """Night seed 23, rider 36: found at 0.5, 0.43, 0.5, 0.38, ... as it came into view fast.
+    A new track took only sure boxes, so it started anew on every sure frame and was confirmed
+    only after the rider had crossed a solid line. Now it takes its weak boxes too (after the
+    sure ones), and a weak box alone still starts nothing."""
+    scores = [0.55, 0.43, 0.52, 0.38, 0.42, 0.39, 0.52, 0.49]
+
+    def plates(seq: int) -> list[tuple[float, ...]]:
+        x0, y0, x1, y1 = RIDER[seq]
+        return [((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, scores[seq])]
+
+    frames = run(Tracker(TrackerConfig()), len(RIDER), plates)
+    (rider,) = frames[-1]
+    assert [o.seq for o in rider.history] == list(range(len(RIDER)))
+    assert rider.state == CONFIRMED
+    weak_only = run(Tracker(TrackerConfig()), 4, lambda seq: [(800.0, 500.0, 40.0, 10.0, 0.45)])
+    assert weak_only[-1] == []

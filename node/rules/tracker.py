@@ -201,16 +201,22 @@ class Tracker:
         taken_d = {d for _, d in matches}
         high_left = [d for d in high if d not in taken_d]
         new: Pairs = []
-        for once in (False, True):
-            tentative = [
-                r
-                for r, s in enumerate(states)
-                if s == TENTATIVE and (self._books[r].hits == 1) == once
-            ]
-            left = [d for d in high_left if d not in taken_d]
-            got = self._match(tentative, left, boxes, cfg.match_iou)
-            new += got
-            taken_d |= {d for _, d in got}
+        # new tracks take the sure detections left, then the weak ones (a rider coming into
+        # view fast near the camera is often found at 0.4-0.5: its track would start anew on
+        # each sure frame and never be confirmed before it crossed a line); tracks with a
+        # speed first
+        for stage, min_iou in ((high, cfg.match_iou), (low, cfg.low_match_iou)):
+            for once in (False, True):
+                taken_r = {r for r, _ in new}
+                tentative = [
+                    r
+                    for r, s in enumerate(states)
+                    if s == TENTATIVE and (self._books[r].hits == 1) == once and r not in taken_r
+                ]
+                left = [d for d in stage if d not in taken_d]
+                got = self._match(tentative, left, boxes, min_iou)
+                new += got
+                taken_d |= {d for _, d in got}
         return matches + new, [d for d in high_left if d not in taken_d]
 
     def _not_nested(self, fresh: list[int], dets: list[Detection], matches: Pairs) -> list[int]:
