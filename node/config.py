@@ -146,7 +146,7 @@ class TrackerConfig:
     """Plate tracking across frames (ByteTrack-style, constant-velocity Kalman filter)."""
 
     high_score: float = bounded(0.5, 0.05, 0.99, "detections at least this sure are matched first")
-    low_score: float = bounded(0.1, 0.0, 0.99, "weaker detections only extend existing tracks")
+    low_score: float = bounded(0.1, 0.0, 0.99, "weaker detections extend tracks, start none")
     match_iou: float = bounded(0.2, 0.01, 0.95, "least IoU with a predicted box, first stage")
     low_match_iou: float = bounded(0.4, 0.01, 0.95, "least IoU for a weak detection")
     centre_gate: float = bounded(

@@ -2,12 +2,13 @@
 
 Each frame, every track's box is predicted to the frame's time. Detections are split by
 score: sure ones (`high_score`) are matched first against confirmed and lost tracks, weak
-ones (`low_score`..`high_score`) then only extend confirmed tracks that are still unmatched,
-and what is left of the sure ones is matched against tentative tracks; a sure detection that
+ones (`low_score`..`high_score`) then extend confirmed tracks that are still unmatched, and
+what is left is matched against tentative tracks, the sure ones first; a sure detection that
 matches nothing starts a tentative track, unless it nests with a box a track took this frame
-(the same plate found twice: see `NESTED`). A pairing is made by IoU with the predicted box
-(greedy, best first) or, when the boxes do not overlap at all (a small plate moving fast),
-by the distance between centres, within `centre_gate` plate sizes plus three standard
+(the same plate found twice: see `NESTED`); a weak one never does. A pairing is made by IoU
+with the predicted box (greedy, best first) or, when the boxes do not overlap at all (a small
+plate moving fast; not when a weak detection overlaps the prediction), by the distance
+between centres, within `centre_gate` plate sizes plus three standard
 deviations of the prediction, nearest first, tracks matched in the previous frame before lost
 ones (a cascade, as in DeepSORT: a lost track's prediction drifts and its gate widens, so it
 would otherwise win a plate that a fresh track is following). A lost track that stood still
