@@ -229,7 +229,7 @@ class SolidLineConfig:
     """`[rules.solid_line]`: crossing a solid lane line."""
 
     enabled: bool = flag(True, "check this rule")
-    min_frames: int = bounded(3, 1, 30, "frames the plate is seen on each side of the line")
+    min_frames: int = bounded(2, 1, 30, "frames the plate is seen on each side of the line")
     margin_plate_widths: float = bounded(0.25, 0.0, 5.0, "nearer to the line = on neither side")
 
 

@@ -13,6 +13,7 @@ from node.config import (
     LaneConfig,
     RedLightConfig,
     RulesConfig,
+    SolidLineConfig,
     SpeedingConfig,
     SpeedTrapConfig,
     WrongWayConfig,
@@ -184,6 +185,19 @@ def test_solid_line_crossing_fires_once_touching_does_not() -> None:
     weaver = {s: (950.0 + (6.0 if s % 2 else -6.0), 1000.0 - 20.0 * s) for s in range(20)}
     keeper = straight(900.0, 1000.0, 0.0, -20.0, range(20))
     assert play({1: weaver, 2: keeper})[0] == []
+
+
+def test_solid_line_two_clear_frames_on_each_side_are_enough() -> None:
+    """A rider moving into the next lane near the stop line is often hidden behind that lane's
+    traffic two or three frames after the line: two clear frames each side are the default
+    evidence; one is not."""
+    changer = straight(893.0, 1000.0, 12.0, -20.0, range(20))  # crosses x=950 in step 4→5
+    hidden_after_two = {s: xy for s, xy in changer.items() if s <= 7}  # 5 is within the margin
+    (v,) = play({1: hidden_after_two})[0]
+    assert (v.rule, v.seq_at) == ("solid_line", 5)
+    assert play({1: {s: xy for s, xy in changer.items() if s <= 6}})[0] == []  # one clear frame
+    three = RulesConfig(solid_line=SolidLineConfig(min_frames=3))
+    assert play({1: hidden_after_two}, cfg=three)[0] == []
 
 
 def test_solid_line_crossed_as_it_ends_counts_where_the_plate_crosses_it() -> None:
