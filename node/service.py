@@ -118,10 +118,9 @@ class Service:
         """The detector stage; on `sim:` sources the sim's zoom window and lores area stand in
         for detector.zoom_window and detector.area when those are not set."""
         if self.source.url.startswith("sim:"):
-            from node.rules.simzones import sim_area, sim_zoom_window
+            from node.rules.simzones import sim_passes
 
-            cap = self.cfg.capture
-            return build_stage(self.cfg.detector, None, sim_zoom_window(cap), sim_area(cap))
+            return build_stage(self.cfg.detector, None, *sim_passes(self.cfg.capture))
         return build_stage(self.cfg.detector)
 
     def _build_stages(self) -> list[Stage]:

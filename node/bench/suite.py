@@ -262,16 +262,11 @@ class CachedSource:
 
 
 def sim_boxes(cfg: Config) -> tuple[Box | None, Box | None]:
-    """The zoom window and lores area the live stage uses on the sim (as `build_stage`
-    rounds them)."""
-    from node.infer.detector import box_of
-    from node.rules.simzones import sim_area, sim_zoom_window
+    """The zoom window and lores area the live stage uses on the sim."""
+    from node.infer.detector import stage_boxes
+    from node.rules.simzones import sim_passes
 
-    d = cfg.detector
-    return (
-        box_of(d.zoom_window or sim_zoom_window(cfg.capture)),
-        box_of(d.area or sim_area(cfg.capture)),
-    )
+    return stage_boxes(cfg.detector, *sim_passes(cfg.capture))
 
 
 def bench_detector(

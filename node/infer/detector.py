@@ -436,6 +436,14 @@ def box_of(window: tuple[Point, ...]) -> Box | None:
     return (round(min(ax, bx)), round(min(ay, by)), round(max(ax, bx)), round(max(ay, by)))
 
 
+def stage_boxes(
+    cfg: DetectorConfig, zoom_window: tuple[Point, ...] = (), area: tuple[Point, ...] = ()
+) -> tuple[Box | None, Box | None]:
+    """The zoom window and lores area a stage runs with: the config's, else the ones given
+    (the sim's)."""
+    return box_of(cfg.zoom_window or zoom_window), box_of(cfg.area or area)
+
+
 def build_stage(
     cfg: DetectorConfig,
     backend: Backend | None = None,
@@ -447,8 +455,5 @@ def build_stage(
     not set (the sim's)."""
     if not cfg.enabled:
         return None
-    return DetectorStage(
-        PlateDetector.from_config(cfg, backend),
-        zoom_window=box_of(cfg.zoom_window or zoom_window),
-        area=box_of(cfg.area or area),
-    )
+    box, lores_area = stage_boxes(cfg, zoom_window, area)
+    return DetectorStage(PlateDetector.from_config(cfg, backend), zoom_window=box, area=lores_area)

@@ -39,10 +39,10 @@ from node.capture.frame import Frame, PlateTruth
 from node.capture.sim import SimSource
 from node.capture.simtraffic import RULES, TrueViolation
 from node.config import Config
-from node.infer.detector import DetectorStage, PlateDetector, box_of
+from node.infer.detector import DetectorStage, PlateDetector, stage_boxes
 from node.rules.commands import SCENES
 from node.rules.signal import FrameSignal
-from node.rules.simzones import sim_area, sim_zones, sim_zoom_window
+from node.rules.simzones import sim_passes, sim_zones
 from node.rules.stage import ViolationStage
 from node.rules.tracker import Tracker
 from node.rules.violations import Violation, ViolationRules
@@ -193,12 +193,8 @@ def scored(
 
 
 def _stage(cfg: Config, detector: PlateDetector) -> DetectorStage:
-    d = cfg.detector
-    return DetectorStage(
-        detector,
-        zoom_window=box_of(d.zoom_window or sim_zoom_window(cfg.capture)),
-        area=box_of(d.area or sim_area(cfg.capture)),
-    )
+    box, area = stage_boxes(cfg.detector, *sim_passes(cfg.capture))
+    return DetectorStage(detector, zoom_window=box, area=area)
 
 
 def score_sim(

@@ -125,7 +125,7 @@ def _clip_to_frame(poly: Floats, cam: Camera) -> Floats:
 
 
 ZOOM_Z = (STOP_Z - 6.0, STOP_Z + 8.0)  # the road the zoom pass covers, near and far
-ZOOM_WIDTH = 960  # main pixels: the road at the near end of ZOOM_Z
+ZOOM_WIDTH = 960  # main pixels: every lane's plates in the window's rows above the lores area
 ZOOM_MARGIN = 48  # main pixels beyond ZOOM_Z (plates are drawn above their plate-plane point)
 OVERLAP = 96  # main pixels the lores pass reaches into the zoom window: a whole near plate
 STEP = 32  # the bundled model's size multiple
@@ -157,3 +157,8 @@ def sim_area(capture: CaptureConfig | None = None) -> tuple[Point, ...]:
     rows = math.ceil((cap.main_height - zoom_bottom + OVERLAP) / sy / STEP) * STEP
     top = max(0.0, cap.main_height - rows * sy)
     return ((0.0, top), (float(cap.main_width), float(cap.main_height)))
+
+
+def sim_passes(capture: CaptureConfig | None = None) -> tuple[tuple[Point, ...], tuple[Point, ...]]:
+    """The sim's (`detector.zoom_window`, `detector.area`)."""
+    return sim_zoom_window(capture), sim_area(capture)
