@@ -4,7 +4,8 @@ It honours the subset `node.infer` uses, with the real shapes and types:
 
 - `Interpreter(model_content=bytes, num_threads=int)`; raises ValueError for content it is told
   to refuse (as the real one does for a buffer that is not a model).
-- `allocate_tensors()`; `invoke()` before it raises RuntimeError.
+- `allocate_tensors()`; `invoke()` before it raises RuntimeError; `resize_tensor_input()`
+  raises RuntimeError (a model whose shapes are fixed).
 - `get_input_details()` / `get_output_details()` -> list of dicts with "name", "index",
   "shape" (int32 array), "dtype" (a numpy type), "quantization" ((scale, zero_point)) and
   "quantization_parameters".
@@ -106,6 +107,11 @@ class Interpreter:
         self.allocated = True
         for d in self._inputs + self._outputs:
             self._tensors[d["index"]] = np.zeros(tuple(d["shape"]), dtype=d["dtype"])
+
+    def resize_tensor_input(self, input_index: int, tensor_size: Any) -> None:
+        """The double's "model" has its shapes fixed, as a graph with a baked reshape does: the
+        real runtime fails at `allocate_tensors`, the double at once."""
+        raise RuntimeError(f"tensor {input_index}: this model's shapes are fixed")
 
     def get_input_details(self) -> list[dict[str, Any]]:
         return [dict(d) for d in self._inputs]

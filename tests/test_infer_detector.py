@@ -379,7 +379,7 @@ def test_a_resizable_model_runs_an_image_at_its_own_size(tmp_path: Path) -> None
 
 
 def test_a_model_that_claims_to_resize_but_does_not_is_refused_at_load(tmp_path: Path) -> None:
-    # the double has no resize_tensor_input: like a model file with its shapes baked in
+    # the double's shapes are fixed: like a model file with a reshape baked in
     with pytest.raises(ModelError, match=r"does not run at 32x16 \(manifest size_multiple 16\)"):
         PlateDetector(write_model(tmp_path, size_multiple=16), backend=peak_rig().backend())
 

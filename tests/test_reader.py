@@ -424,6 +424,9 @@ class RecordingInterpreter:
     def allocate_tensors(self) -> None:
         pass
 
+    def resize_tensor_input(self, input_index: int, tensor_size: Any) -> None:
+        raise RuntimeError("fixed shapes")
+
     def get_input_details(self) -> list[dict[str, Any]]:
         shape = np.array([1, 32, 128, 1], np.int32)
         return [{"index": 0, "shape": shape, "dtype": self.dtype, "quantization": self.quant}]

@@ -138,8 +138,11 @@ def test_every_plate_near_enough_is_whole_in_one_detector_pass() -> None:
     or inside the area, so one of the two passes sees all of it. Both are sized in steps of
     32 (the model runs at those sizes without padding)."""
     cap = CaptureConfig()
-    zx0, zy0, zx1, zy1 = box_of(sim_zoom_window(cap))
-    ax0, ay0, ax1, ay1 = box_of(sim_area(cap))
+    window, area = box_of(sim_zoom_window(cap)), box_of(sim_area(cap))
+    assert window is not None
+    assert area is not None
+    zx0, zy0, zx1, zy1 = window
+    ax0, ay0, ax1, ay1 = area
     assert (zx1 - zx0) % 32 == 0
     assert (zy1 - zy0) % 32 == 0
     assert round((ay1 - ay0) * cap.lores_height / cap.main_height) % 32 == 0
