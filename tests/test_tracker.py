@@ -374,3 +374,25 @@ def test_a_new_track_takes_weak_boxes_of_its_plate() -> None:
     assert rider.state == CONFIRMED
     weak_only = run(Tracker(TrackerConfig()), 4, lambda seq: [(800.0, 500.0, 40.0, 10.0, 0.45)])
     assert weak_only[-1] == []
+
+
+def test_a_fast_plate_moving_away_is_found_short_of_its_prediction() -> None:
+    """Dropped-frames seed 37, a rider at 79 km/h: its plate slows down in the picture as it
+    moves away (picture speed falls with the square of the distance), so after a dropped frame
+    it is found 150 px short of a constant-velocity prediction, but on the path from its last
+    box to that prediction (1 px off it). The gate is measured from that path: one track."""
+    seen = {
+        552: (307, 802, 337, 823),
+        553: (427, 657, 448, 673),
+        555: (573, 477, 586, 488),  # 554 and 556 dropped
+        557: (654, 373, 667, 384),
+        558: (683, 337, 696, 346),
+    }
+    tracker = Tracker(TrackerConfig())
+    for seq, (x0, y0, x1, y1) in seen.items():
+        tracks = tracker.update(
+            frame(seq, [((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.75)])
+        )
+    (rider,) = tracks
+    assert [o.seq for o in rider.history] == list(seen)
+    assert rider.state == CONFIRMED

@@ -8,8 +8,10 @@ matches nothing starts a tentative track, unless it nests with a box a track too
 (the same plate found twice: see `NESTED`); a weak one never does. A pairing is made by IoU
 with the predicted box (greedy, best first) or, when the boxes do not overlap at all (a small
 plate moving fast; not when a weak detection overlaps the prediction), by the distance
-between centres, within `centre_gate` plate sizes plus three standard
-deviations of the prediction, nearest first, tracks matched in the previous frame before lost
+from the detection's centre to the path between the track's last box and its predicted one
+(a plate moving away slows down in the picture: it is found short of the prediction),
+within `centre_gate` plate sizes plus three standard deviations of the prediction, nearest
+first, tracks matched in the previous frame before lost
 ones (a cascade, as in DeepSORT: a lost track's prediction drifts and its gate widens, so it
 would otherwise win a plate that a fresh track is following). A lost track that stood still
 (`STILL`) is paired by overlap only: a plate seen again where it stood overlaps its box, and a
@@ -313,7 +315,18 @@ class Tracker:
             dtype=bool,
         )
         radius = np.where(first, np.maximum(radius, NEW_GATE * ps), radius)
-        dist = np.hypot(pred[:, None, 0] - obs[None, :, 0], pred[:, None, 1] - obs[None, :, 1])
+        # distance to the path from the last box to the prediction: a plate moving away slows
+        # down in the picture (its picture speed falls with the square of its distance), so
+        # it is found short of a constant-velocity prediction, on that path
+        a, b = last[:, None, :2], pred[:, None, :2]
+        ab = b - a
+        t = np.clip(
+            np.sum((obs[None, :, :2] - a) * ab, axis=2) / np.maximum(np.sum(ab * ab, axis=2), 1e-9),
+            0.0,
+            1.0,
+        )
+        near = a + t[:, :, None] * ab
+        dist = np.hypot(near[:, :, 0] - obs[None, :, 0], near[:, :, 1] - obs[None, :, 1])
         scale = ds[None, :] / ls[:, None]
         ok = (scale <= MAX_SCALE_CHANGE) & (scale >= 1.0 / MAX_SCALE_CHANGE)
         return np.asarray(np.where(ok, dist / radius[:, None], np.inf))
