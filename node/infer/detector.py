@@ -377,14 +377,12 @@ class DetectorStage:
         if not lores or not zoom:
             return lores
         wx0, wy0, wx1, wy1 = self.zoom_window
-        sharp = np.array([d.box for d in zoom], dtype=np.float32)
-        keep = []
-        for d in lores:
-            x0, y0, x1, y1 = d.box
-            inside = wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1
-            if not inside or over_smaller(np.array([d.box]), sharp).max() < SAME_PLATE:
-                keep.append(d)
-        return keep
+        coarse = np.array([d.box for d in lores], dtype=np.float64)
+        inside = np.all(coarse >= (wx0, wy0, 0, 0), axis=1) & np.all(
+            coarse <= (np.inf, np.inf, wx1, wy1), axis=1
+        )
+        seen = over_smaller(coarse, [d.box for d in zoom]).max(axis=1) >= SAME_PLATE
+        return [d for d, drop in zip(lores, inside & seen, strict=True) if not drop]
 
     def _merge(self, found: list[Detection]) -> list[Detection]:
         return PlateDetector._merge(sorted(found, key=lambda d: -d.score), self.detector.manifest)
