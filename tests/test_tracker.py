@@ -252,8 +252,8 @@ RIDER = [
 
 
 def test_a_fast_plate_near_the_camera_is_one_track_from_its_first_frame() -> None:
-    """A new track does not know its speed yet: its first match may be farther (`NEW_GATE`
-    plate sizes) than a moving track's. A plate standing in a queue beside the rider's path
+    """A new track does not know its speed yet: its first match may be farther (`NEW_SPEED`
+    plate sizes a second) than a moving track's. A plate standing in a queue beside the rider's path
     keeps its own track."""
     standing = (1440.0, 760.0, 24.0, 18.0, 0.8)
 
@@ -275,7 +275,7 @@ def test_a_fast_plate_near_the_camera_is_one_track_from_its_first_frame() -> Non
 
 
 def test_a_track_with_a_speed_is_matched_before_one_seen_once() -> None:
-    """A detection within the wide gate of a plate seen once (`NEW_GATE`) and within the
+    """A detection within the wide gate of a plate seen once (`NEW_SPEED`) and within the
     gate of a tentative track that already has a speed goes to the latter: it is the one
     that knows where its plate is going."""
     tracker = Tracker(TrackerConfig())
@@ -374,6 +374,47 @@ def test_a_new_track_takes_weak_boxes_of_its_plate() -> None:
     assert rider.state == CONFIRMED
     weak_only = run(Tracker(TrackerConfig()), 4, lambda seq: [(800.0, 500.0, 40.0, 10.0, 0.45)])
     assert weak_only[-1] == []
+
+
+def test_a_plate_seen_once_keeps_its_weak_box_not_the_next_riders_sure_one() -> None:
+    """Night seed 47: rider 107 found at 0.64 as it came into view, then at 0.46 where it had
+    gone; rider 108 came into view 190 px beside it at 0.54. The new track took the sure box
+    of the other rider (sure boxes first), then a third plate, and its hops across the lanes
+    made a solid-line report. A track seen once has no speed: it takes the nearest box."""
+    tracker = Tracker(TrackerConfig())
+    tracker.update(frame(0, [(1618.5, 979.0, 37.0, 28.0, 0.64)]))
+    tracks = tracker.update(
+        frame(1, [(1561.5, 901.0, 35.0, 26.0, 0.46), (1429.0, 1000.0, 30.0, 20.0, 0.54)])
+    )
+    first = next(t for t in tracks if t.id == 1)
+    assert [o.seq for o in first.history] == [0, 1]
+    assert first.last.score == pytest.approx(0.46)  # its own plate
+    others = [t for t in tracks if t.id != 1]
+    assert [(t.state, round(t.last.score, 2)) for t in others] == [(TENTATIVE, 0.54)]
+
+
+def test_a_rider_at_76_kmh_near_the_camera_is_one_track() -> None:
+    """Night seed 37, rider 72 at 76 km/h: its plate moved 8.0 and 8.7 plate sizes a frame as
+    it came into view (10 frames/s); each frame started a new track and none lasted long
+    enough to be confirmed. The gate of a plate seen once grows with the time since: in half
+    the time, a box as far away is another plate."""
+    boxes = [
+        (243.0, 820.0, 272.0, 841.0),
+        (379.0, 673.0, 400.0, 686.0),
+        (480.0, 569.0, 491.0, 579.0),
+    ]
+
+    def feed(tracker: Tracker, frame_ns: int) -> list[Track]:
+        tracks: list[Track] = []
+        for seq, box in enumerate(boxes):
+            dets = (Detection(box, 0.63),)
+            tracks = tracker.update(FrameDetections(seq, 1_000_000_000 + seq * frame_ns, dets))
+        return tracks
+
+    (rider,) = feed(Tracker(TrackerConfig()), FRAME_NS)
+    assert [o.seq for o in rider.history] == [0, 1, 2]
+    assert rider.state == CONFIRMED
+    assert [t.hits for t in feed(Tracker(TrackerConfig()), FRAME_NS // 2)] == [1]
 
 
 def test_a_fast_plate_moving_away_is_found_short_of_its_prediction() -> None:

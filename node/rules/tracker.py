@@ -3,7 +3,8 @@
 Each frame, every track's box is predicted to the frame's time. Detections are split by
 score: sure ones (`high_score`) are matched first against confirmed and lost tracks, weak
 ones (`low_score`..`high_score`) then extend confirmed tracks that are still unmatched, and
-what is left is matched against tentative tracks, the sure ones first; a sure detection that
+what is left is matched against tentative tracks (those with a speed the sure ones first,
+those seen once the nearest, sure or weak); a sure detection that
 matches nothing starts a tentative track, unless it nests with a box a track took this frame
 (the same plate found twice: see `NESTED`); a weak one never does. A pairing is made by IoU
 with the predicted box (greedy, best first) or, when the boxes do not overlap at all (a small
@@ -17,9 +18,10 @@ would otherwise win a plate that a fresh track is following). A lost track that 
 (`STILL`) is paired by overlap only: a plate seen again where it stood overlaps its box, and a
 passing plate beside it is another vehicle.
 
-A tentative track seen once does not know its speed yet, so its gate is `NEW_GATE` plate sizes
-(a motorbike near the camera moves 5-6 plate sizes a frame at 10 frames/s); such tracks are
-matched after the tentative tracks that have a speed.
+A tentative track seen once does not know its speed yet, so its gate is as far as a plate
+goes at `NEW_SPEED` plate sizes a second since it was seen (a motorbike near the camera at
+80 km/h moves 8-9 plate sizes in a tenth of a second); such tracks are matched after the
+tentative tracks that have a speed, and take the nearest box.
 
 A tentative track is confirmed after `min_hits` matched frames and dropped the first frame
 it misses, or the second if it was seen at least twice (it has a speed). A confirmed track
@@ -52,7 +54,7 @@ TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
 MAX_SCALE_CHANGE = 2.0  # a centre-gated pairing may not change the plate size more than this
 MAX_DT_S = 2.0  # a longer gap between frames is predicted as this long
 NESTED = 0.8  # a new box this much inside (or around) a taken one is the same plate
-NEW_GATE = 8.0  # the centre gate of a track seen once, plate sizes
+NEW_SPEED = 110.0  # the centre gate of a track seen once: plate sizes a second since then
 STILL = 2.0  # a track slower than this many plate sizes a second stands still
 
 
@@ -204,22 +206,28 @@ class Tracker:
         taken_d = {d for _, d in matches}
         high_left = [d for d in high if d not in taken_d]
         new: Pairs = []
-        # new tracks take the sure detections left, then the weak ones (a rider coming into
-        # view fast near the camera is often found at 0.4-0.5: its track would start anew on
-        # each sure frame and never be confirmed before it crossed a line); tracks with a
-        # speed first
-        for stage, min_iou in ((high, cfg.match_iou), (low, cfg.low_match_iou)):
-            for once in (False, True):
-                taken_r = {r for r, _ in new}
-                tentative = [
-                    r
-                    for r, s in enumerate(states)
-                    if s == TENTATIVE and (self._books[r].hits == 1) == once and r not in taken_r
-                ]
-                left = [d for d in stage if d not in taken_d]
-                got = self._match(tentative, left, boxes, min_iou)
-                new += got
-                taken_d |= {d for _, d in got}
+        # new tracks take weak detections too (a rider coming into view fast near the camera
+        # is often found at 0.4-0.5: its track would start anew on each sure frame and never
+        # be confirmed before it crossed a line). Tracks with a speed go first, sure boxes
+        # before weak ones; then tracks seen once take the nearest box left, sure or weak:
+        # with no speed, a sure box of the next rider coming into view beside it is no
+        # likelier theirs than the weak one of their own plate
+        stages = (
+            (False, high, cfg.match_iou),
+            (False, low, cfg.low_match_iou),
+            (True, high + low, cfg.match_iou),
+        )
+        for once, stage, min_iou in stages:
+            taken_r = {r for r, _ in new}
+            tentative = [
+                r
+                for r, s in enumerate(states)
+                if s == TENTATIVE and (self._books[r].hits == 1) == once and r not in taken_r
+            ]
+            left = [d for d in stage if d not in taken_d]
+            got = self._match(tentative, left, boxes, min_iou)
+            new += got
+            taken_d |= {d for _, d in got}
         return matches + new, [d for d in high_left if d not in taken_d]
 
     def _not_nested(self, fresh: list[int], dets: list[Detection], matches: Pairs) -> list[int]:
@@ -314,7 +322,9 @@ class Tracker:
             [self._books[i].hits == 1 and self._books[i].state == TENTATIVE for i in rows],
             dtype=bool,
         )
-        radius = np.where(first, np.maximum(radius, NEW_GATE * ps), radius)
+        since = np.array([self._books[i].history[-1].mono_ns for i in rows], dtype=np.float64)
+        elapsed = np.clip((self._last_mono or 0) - since, 0.0, MAX_DT_S * 1e9) / 1e9
+        radius = np.where(first, np.maximum(radius, NEW_SPEED * elapsed * ps), radius)
         # distance to the path from the last box to the prediction: a plate moving away slows
         # down in the picture (its picture speed falls with the square of its distance), so
         # it is found short of a constant-velocity prediction, on that path
