@@ -7,9 +7,10 @@ position) continues that vehicle, so a plate lost behind a bus is not a second o
 does a new track that took over a vehicle's plate in the frames they share and went on where
 that vehicle was heading (the tracker gave the whole plate to a new track while the old one
 held one row of it).
-Each rule fires at most once per vehicle. Confidence is the mean plate score of the samples
-a finding rests on, scaled down when fewer than twice the rule's minimum back it (and, for
-speed, by how unsure the measurement is).
+Each rule fires at most once per vehicle, and none before one of the vehicle's plate boxes
+was `min_plate_px` wide (a track on a 3 px tall sliver of a rider's neck crossed a lane line).
+Confidence is the mean plate score of the samples a finding rests on, scaled down when fewer
+than twice the rule's minimum back it (and, for speed, by how unsure the measurement is).
 """
 
 from __future__ import annotations
@@ -276,6 +277,8 @@ class ViolationRules:
     # --- judging ---------------------------------------------------------------------------
 
     def _judge(self, v: Vehicle) -> list[Violation]:
+        if float(v.samples.widths.max()) < self.cfg.min_plate_px:
+            return []  # no plate a reviewer could read yet: judged again when it grows
         out = []
         for rule in self.active:
             if rule.name in v.fired:
