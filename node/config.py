@@ -267,8 +267,8 @@ class RulesConfig:
     reid_gate: float = bounded(3.0, 0.1, 50.0, "how near its prediction, in plate sizes")
     evidence_frames_before: int = bounded(20, 0, 600, "frames kept before the offence")
     evidence_frames_after: int = bounded(10, 0, 600, "frames kept after the offence")
-    min_plate_px: float = bounded(
-        24.0, 0.0, 2000.0, "no violation until the plate was this wide (main-stream pixels)"
+    min_plate_size_px: float = bounded(
+        9.0, 0.0, 2000.0, "no violation until a plate box was this big: sqrt(w*h), main pixels"
     )
     red_light: RedLightConfig = field(default_factory=RedLightConfig)
     solid_line: SolidLineConfig = field(default_factory=SolidLineConfig)

@@ -221,24 +221,28 @@ def test_solid_line_crossed_as_it_ends_counts_where_the_plate_crosses_it() -> No
     assert (v.rule, v.seq_at) == ("solid_line", 5)
 
 
-def test_no_rule_judges_a_plate_too_narrow_to_read() -> None:
-    """Motorbikes seed 37 and seed 3: a track on a 12-16 x 3 px sliver (on seed 37 a rider's
-    neck between helmet and jacket) crossed a lane line and was reported. No rule judges a
-    vehicle before one of its boxes was `min_plate_px` wide; one that grows wide enough later
-    is judged then, on what it did before."""
+def test_no_rule_judges_a_box_too_small_to_be_a_plate() -> None:
+    """Motorbikes seed 37 and seed 3: a track on a 16 x 3 px sliver (on seed 37 a rider's neck
+    between helmet and jacket) crossed a lane line and was reported. No rule judges a vehicle
+    before one of its boxes was `min_plate_size_px` big (geometric mean); a far rider's plate
+    as narrow (22 x 15: night seed 59's red-light runner) is judged, and a box that grows big
+    enough later is judged then, on what it did before."""
     changer = straight(893.0, 1000.0, 12.0, -20.0, range(20))  # crosses x=950 in step 4→5
 
-    def sliver(width: Callable[[int], float]) -> Boxes:
-        return {
-            (1, s): (x - width(s) / 2, y - 3.0, x + width(s) / 2, y)
-            for s, (x, y) in changer.items()
-        }
+    def boxed(size: Callable[[int], tuple[float, float]]) -> Boxes:
+        out: Boxes = {}
+        for s, (x, y) in changer.items():
+            w, h = size(s)
+            out[(1, s)] = (x - w / 2, y - h, x + w / 2, y)
+        return out
 
-    thin = sliver(lambda s: 16.0)
-    assert play({1: changer}, boxes=thin)[0] == []
-    (v,) = play({1: changer}, boxes=sliver(lambda s: 16.0 if s < 12 else 30.0))[0]
+    sliver = boxed(lambda s: (16.0, 3.0))
+    assert play({1: changer}, boxes=sliver)[0] == []
+    (v,) = play({1: changer}, boxes=boxed(lambda s: (22.0, 15.0)))[0]
     assert (v.rule, v.seq_at) == ("solid_line", 5)
-    (v,) = play({1: changer}, boxes=thin, cfg=RulesConfig(min_plate_px=0.0))[0]
+    (v,) = play({1: changer}, boxes=boxed(lambda s: (16.0, 3.0) if s < 12 else (30.0, 8.0)))[0]
+    assert (v.rule, v.seq_at) == ("solid_line", 5)
+    (v,) = play({1: changer}, boxes=sliver, cfg=RulesConfig(min_plate_size_px=0.0))[0]
     assert (v.rule, v.seq_at) == ("solid_line", 5)
 
 

@@ -4,9 +4,9 @@ Each frame, every track's box is predicted to the frame's time. Detections are s
 score: sure ones (`high_score`) are matched first against confirmed and lost tracks, weak
 ones (`low_score`..`high_score`) then extend confirmed tracks that are still unmatched, and
 what is left is matched against tentative tracks (those with a speed the sure ones first,
-those seen once the nearest, sure or weak); a sure detection that
-matches nothing starts a tentative track, unless it nests with a box a track took this frame
-(the same plate found twice: see `NESTED`); a weak one never does. A pairing is made by IoU
+those seen once the nearest, sure or weak); a sure detection that matches nothing starts a
+tentative track, unless it nests with a box a track took this frame (the same plate found
+twice: see `NESTED`); a weak one never does. A pairing is made by IoU
 with the predicted box (greedy, best first) or, when the boxes do not overlap at all (a small
 plate moving fast; not when a weak detection overlaps the prediction), by the distance
 from the detection's centre to the path between the track's last box and its predicted one

@@ -44,6 +44,11 @@ class Samples:
     def widths(self) -> Floats:
         return np.asarray(self.boxes[:, 2] - self.boxes[:, 0])
 
+    @property
+    def sizes(self) -> Floats:
+        """The boxes' geometric-mean sides, pixels (the tracker's plate size)."""
+        return np.asarray(np.sqrt(self.widths * (self.boxes[:, 3] - self.boxes[:, 1])))
+
     def seconds(self) -> Floats:
         """Sample times in seconds from the first sample."""
         return np.asarray((self.mono_ns - self.mono_ns[0]) / 1e9)

@@ -8,7 +8,8 @@ does a new track that took over a vehicle's plate in the frames they share and w
 that vehicle was heading (the tracker gave the whole plate to a new track while the old one
 held one row of it).
 Each rule fires at most once per vehicle, and none before one of the vehicle's plate boxes
-was `min_plate_px` wide (a track on a 3 px tall sliver of a rider's neck crossed a lane line).
+was `min_plate_size_px` big (a track on a 16 x 3 px sliver of a rider's neck crossed a lane
+line).
 Confidence is the mean plate score of the samples a finding rests on, scaled down when fewer
 than twice the rule's minimum back it (and, for speed, by how unsure the measurement is).
 """
@@ -277,8 +278,8 @@ class ViolationRules:
     # --- judging ---------------------------------------------------------------------------
 
     def _judge(self, v: Vehicle) -> list[Violation]:
-        if float(v.samples.widths.max()) < self.cfg.min_plate_px:
-            return []  # no plate a reviewer could read yet: judged again when it grows
+        if float(v.samples.sizes.max()) < self.cfg.min_plate_size_px:
+            return []  # no box the size of a plate yet: judged again if one comes
         out = []
         for rule in self.active:
             if rule.name in v.fired:
