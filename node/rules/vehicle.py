@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import numpy.typing as npt
 
+from node.rules.kalman import box_sizes, xyxy_to_cxcywh
 from node.rules.tracker import Observation
 from node.rules.zones import Bools, Floats, Zones, plate_points
 
@@ -46,8 +47,8 @@ class Samples:
 
     @property
     def sizes(self) -> Floats:
-        """The boxes' geometric-mean sides, pixels (the tracker's plate size)."""
-        return np.asarray(np.sqrt(self.widths * (self.boxes[:, 3] - self.boxes[:, 1])))
+        """The boxes' plate sizes as the tracker measures them (geometric-mean side, pixels)."""
+        return box_sizes(xyxy_to_cxcywh(self.boxes))
 
     def seconds(self) -> Floats:
         """Sample times in seconds from the first sample."""
